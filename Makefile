@@ -1,0 +1,40 @@
+# rectiflow — the two commands that matter: `make run` and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/mnist5k.yaml
+
+.PHONY: help venv run test lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+venv: $(STAMP)  ## create .venv with everything (idempotent)
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+run: venv  ## run the whole pipeline on the embedded default (MNIST-5k, CPU)
+	$(BIN)/python -m flows.cli run $(CONFIG)
+
+test: venv lint  ## lint, then the whole test suite (slow tests included)
+	$(BIN)/python -m pytest -q
+
+lint: venv  ## ruff check + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv  ## apply ruff format and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: venv  ## CPU benchmarks; rewrites BENCHMARKS.md tables
+	$(BIN)/python -m benchmarks.run_all
+
+clean:  ## remove run outputs (keeps .venv)
+	rm -rf runs .pytest_cache

@@ -1,0 +1,96 @@
+"""Pictures: 2-D trajectory panels and image grids. matplotlib is imported lazily (Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def plot_trajectories(
+    panels: dict[str, Tensor], path: str | Path, target: Tensor | None = None, max_lines: int = 300
+) -> Path:
+    """Save trajectories of 2-D flows side by side, one panel per model.
+
+    Each panel shows the noise (blue), the end points (red), optional target samples (grey) and
+    up to ``max_lines`` trajectories: curved, crossing lines mean many steps are needed.
+
+    Args:
+        panels: title -> (T, N, 2) trajectory (T >= 2 times).
+        path: PNG file to write (parent folders are created).
+        target: optional (M, 2) samples of the data distribution.
+        max_lines: number of trajectories drawn per panel.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for title, traj in panels.items():
+        if traj.dim() != 3 or traj.shape[-1] != 2 or traj.shape[0] < 2:
+            raise ValueError(
+                f"panel {title!r}: expected a (T>=2, N, 2) trajectory, got {traj.shape}"
+            )
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
+    for ax, (title, traj) in zip(axes[0], panels.items(), strict=True):
+        tr = traj.detach().cpu().numpy()
+        if target is not None:
+            tg = target.detach().cpu().numpy()
+            ax.scatter(tg[:, 0], tg[:, 1], s=2, c="0.75", label="target")
+        ax.plot(tr[:, :max_lines, 0], tr[:, :max_lines, 1], color="olive", alpha=0.3, lw=0.6)
+        ax.scatter(tr[0, :, 0], tr[0, :, 1], s=2, c="tab:blue", label="x0 (noise)")
+        ax.scatter(tr[-1, :, 0], tr[-1, :, 1], s=2, c="tab:red", label="x1 (ODE end)")
+        ax.set_title(title)
+        ax.set_aspect("equal")
+        ax.legend(loc="upper left", fontsize=7, markerscale=4)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def image_grid(x: Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
+    """Tile images in [-1, 1] into one uint8 picture.
+
+    Args:
+        x: (N, C, H, W) images with C in {1, 3}, values in [-1, 1] (clipped).
+        nrow: images per row.
+        pad: pixels of black border between images.
+
+    Returns:
+        (rows*(H+pad)+pad, nrow*(W+pad)+pad, C) uint8 array.
+    """
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"x must have shape (N, 1|3, H, W), got {tuple(x.shape)}")
+    if nrow <= 0 or pad < 0:
+        raise ValueError(f"need nrow > 0 and pad >= 0, got nrow={nrow}, pad={pad}")
+    n, c, h, w = x.shape
+    rows = max(1, -(-n // nrow))
+    grid = torch.zeros(c, rows * (h + pad) + pad, nrow * (w + pad) + pad)
+    imgs = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[:, top : top + h, left : left + w] = imgs[i]
+    return grid.permute(1, 2, 0).to(torch.uint8).numpy()
+
+
+def save_image(array: np.ndarray, path: str | Path) -> Path:
+    """Write an (H, W, C) uint8 array (e.g. from :func:`image_grid`) as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = array[..., 0] if array.shape[-1] == 1 else array
+    plt.imsave(path, img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+    return path

@@ -1,0 +1,108 @@
+"""Model configs and velocity networks: shapes, conditioning, input validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from rf_core.config import ModelConfig, TrainConfig
+from rf_core.models import MLPVelocity, UNetVelocity, build_model, check_inputs, timestep_embedding
+
+SMALL_UNET = {"kind": "unet", "base_channels": 8, "time_emb_dim": 16}
+
+
+@pytest.mark.parametrize(
+    ("cfg", "cls"),
+    [
+        (ModelConfig(kind="mlp", data_shape=(2,), hidden=16), MLPVelocity),
+        (ModelConfig(kind="mlp", data_shape=(5,), num_classes=3, depth=1), MLPVelocity),
+        (ModelConfig(**SMALL_UNET, data_shape=(1, 28, 28), num_classes=10), UNetVelocity),
+        (ModelConfig(**SMALL_UNET, data_shape=(3, 32, 32), channel_mult=(1, 2, 2)), UNetVelocity),
+        (ModelConfig(**SMALL_UNET, data_shape=(1, 28, 28), patch_size=2), UNetVelocity),
+    ],
+)
+def test_output_shape_equals_input_shape_and_gradients_flow(cfg, cls):
+    model = build_model(cfg)
+    assert isinstance(model, cls) and model.config is cfg
+    x = torch.randn(3, *cfg.data_shape, requires_grad=True)
+    y = torch.full((3,), -1) if cfg.num_classes == 0 else torch.tensor([0, cfg.num_classes - 1, -1])
+    v = model(x, torch.rand(3), y)
+    assert v.shape == x.shape
+    v.square().sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_scalar_time_and_missing_labels_broadcast():
+    model = build_model(ModelConfig(kind="mlp", data_shape=(2,), hidden=8))
+    x = torch.randn(4, 2)
+    full = model(x, torch.full((4,), 0.3), torch.full((4,), -1))
+    torch.testing.assert_close(model(x, torch.tensor(0.3)), full)
+
+
+def test_labels_and_time_change_the_output():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**SMALL_UNET, data_shape=(1, 8, 8), num_classes=4))
+    x, t = torch.randn(2, 1, 8, 8), torch.full((2,), 0.5)
+    base = model(x, t, torch.tensor([0, 0]))
+    assert not torch.allclose(base, model(x, t, torch.tensor([1, 1])))
+    assert not torch.allclose(base, model(x, t, torch.tensor([-1, -1])))  # null row is its own
+    assert not torch.allclose(base, model(x, t + 0.1, torch.tensor([0, 0])))
+
+
+def test_timestep_embedding_shape_and_distinct_times():
+    emb = timestep_embedding(torch.tensor([0.0, 0.5, 1.0]), 7)
+    assert emb.shape == (3, 7)
+    assert not torch.allclose(emb[0], emb[1]) and not torch.allclose(emb[1], emb[2])
+
+
+def test_check_inputs_names_the_argument():
+    cfg = ModelConfig(kind="mlp", data_shape=(2,), num_classes=3)
+    x = torch.zeros(4, 2)
+    check_inputs(cfg, x, torch.rand(4), torch.tensor([-1, 0, 1, 2]))  # fine
+    with pytest.raises(ValueError, match=r"x has shape \(4, 3\); expected \(B, 2\)"):
+        check_inputs(cfg, torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"t has shape \(4, 1\); expected \(4,\)"):
+        check_inputs(cfg, x, t=torch.zeros(4, 1))
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+        check_inputs(cfg, x, t=torch.tensor([0.0, 0.5, 1.0, 1.2]))
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+        check_inputs(cfg, x, t=torch.tensor([-0.1, 0.5, 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"labels in \[0, 3\]; allowed: -1\.\.2"):
+        check_inputs(cfg, x, y=torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="integer tensor"):
+        check_inputs(cfg, x, y=torch.zeros(4))
+    uncond = ModelConfig(kind="mlp", data_shape=(2,))
+    with pytest.raises(ValueError, match=r"allowed: only -1"):
+        check_inputs(uncond, x, y=torch.tensor([-1, -1, 0, -1]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kind": "mlp", "data_shape": (1, 28, 28)}, "kind='mlp' needs data_shape=\\(D,\\)"),
+        ({"kind": "unet", "data_shape": (784,)}, "kind='unet' needs data_shape=\\(C, H, W\\)"),
+        ({"kind": "unet", "data_shape": (1, 28, 28), "patch_size": 3}, "divisible by patch_size"),
+        ({"kind": "unet", "data_shape": (1, 8, 8), "base_channels": 12}, "multiple of 8"),
+        ({"kind": "unet", "data_shape": (1, 8, 8), "channel_mult": ()}, "channel_mult"),
+        ({"kind": "mlp", "data_shape": (0,)}, "positive"),
+        ({"kind": "conv", "data_shape": (2,)}, "kind"),
+        ({"kind": "mlp", "data_shape": (2,), "num_classes": -1}, "num_classes"),
+        ({"kind": "mlp", "data_shape": (2,), "widht": 3}, "widht"),
+    ],
+)
+def test_bad_model_configs_are_refused(kwargs, message):
+    with pytest.raises(ValidationError, match=message):
+        ModelConfig(**kwargs)
+
+
+def test_configs_are_frozen_and_round_trip_json():
+    cfg = ModelConfig(kind="unet", data_shape=(1, 28, 28), num_classes=10)
+    assert ModelConfig.model_validate_json(cfg.model_dump_json()) == cfg
+    with pytest.raises(ValidationError):
+        cfg.hidden = 3
+    tc = TrainConfig(steps=10, batch_size=4, loss="pseudo_huber", t_sampler="u_shaped")
+    assert TrainConfig.model_validate(tc.model_dump(mode="json")) == tc
+    for bad in ({"steps": 0}, {"loss": "l1"}, {"t_sampler": "beta"}, {"ema_decay": 1.0}):
+        with pytest.raises(ValidationError):
+            TrainConfig(**{"steps": 10, "batch_size": 4, **bad})
