@@ -24,6 +24,8 @@ class ModelConfig(BaseModel):
         channel_mult: per-level channel multipliers of the U-Net; each level after the first halves
             the resolution.
         time_emb_dim: width of the sinusoidal time embedding.
+        patch_size: U-Net only: fold ``p x p`` pixel patches into channels first
+            (``pixel_unshuffle``), e.g. 2 runs a 28x28 model at 14 -> 7 -> 4, ~5x cheaper on CPU.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -14,7 +14,7 @@ def plot_trajectories(
 ) -> Path:
     """Save trajectories of 2-D flows side by side, one panel per model.
 
-    Each panel shows the noise (blue), the end points (red), optional target samples (grey) and
+    Each panel shows start points (blue), end points (red), optional target samples (grey) and
     up to ``max_lines`` trajectories: curved, crossing lines mean many steps are needed.
 
     Args:
@@ -43,7 +43,7 @@ def plot_trajectories(
             tg = target.detach().cpu().numpy()
             ax.scatter(tg[:, 0], tg[:, 1], s=2, c="0.75", label="target")
         ax.plot(tr[:, :max_lines, 0], tr[:, :max_lines, 1], color="olive", alpha=0.3, lw=0.6)
-        ax.scatter(tr[0, :, 0], tr[0, :, 1], s=2, c="tab:blue", label="x0 (noise)")
+        ax.scatter(tr[0, :, 0], tr[0, :, 1], s=2, c="tab:blue", label="x0 (start)")
         ax.scatter(tr[-1, :, 0], tr[-1, :, 1], s=2, c="tab:red", label="x1 (ODE end)")
         ax.set_title(title)
         ax.set_aspect("equal")

@@ -1,7 +1,7 @@
 """End-to-end reflow on a 2-D toy: 2-RF must be straighter and better at one Euler step than 1-RF.
 
 8 Gaussians -> moons with an MLP: 1-RF on independent pairs, then dopri5 pairs (x0, ODE_1(x0)),
-then 2-RF initialised from 1-RF on those pairs. ~10-20 s on one CPU thread.
+then 2-RF initialised from 1-RF on those pairs. ~12 s on an idle CPU thread, ~30 s on a loaded box.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def evaluate(model, x0, target):
     }
 
 
+@pytest.mark.slow
 def test_reflow_straightens_and_improves_one_step_samples(models):
     rf1, rf2 = models
     g = torch.Generator().manual_seed(123)  # fresh draws, unseen in training
