@@ -87,7 +87,7 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     ema_decay: float = Field(0.999, ge=0, lt=1)
-    t_sampler: Literal["uniform", "logit_normal", "u_shaped"] = "uniform"
+    t_sampler: Literal["uniform", "logit_normal", "u_shaped", "zero"] = "uniform"
     loss: Literal["mse", "pseudo_huber"] = "mse"
     grad_clip: float | None = Field(1.0, gt=0)
     seed: int = 0

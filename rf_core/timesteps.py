@@ -5,6 +5,7 @@
 - ``u_shaped``: RF++ (Lee et al., 2024) puts more mass near both ends, where reflow errs most.
   We use the density ``p(t) ∝ cosh(a (2t - 1))`` with ``a = 4``, a symmetric U on [0, 1], and
   sample it exactly by inverting its CDF ``F(t) = (sinh(a (2t - 1)) + sinh a) / (2 sinh a)``.
+- ``zero``: t ≡ 0, the one-step distillation objective ``x0 + v(x0, 0) ≈ x1`` (see rf_core.distill).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-T_SAMPLERS = ("uniform", "logit_normal", "u_shaped")
+T_SAMPLERS = ("uniform", "logit_normal", "u_shaped", "zero")
 U_SHAPE_A = 4.0
 
 
@@ -28,7 +29,7 @@ def sample_t(
 
     Args:
         n: number of times (>= 0).
-        kind: one of ``uniform``, ``logit_normal``, ``u_shaped``.
+        kind: one of ``uniform``, ``logit_normal``, ``u_shaped``, ``zero``.
         generator: RNG for reproducibility; draws happen on its device, then move to ``device``.
         device: device of the result (default: the generator's, else CPU).
 
@@ -40,7 +41,9 @@ def sample_t(
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    if kind == "logit_normal":
+    if kind == "zero":
+        t = torch.zeros(n, device=gen_device)
+    elif kind == "logit_normal":
         t = torch.sigmoid(torch.randn(n, generator=generator, device=gen_device))
     else:
         u = torch.rand(n, generator=generator, device=gen_device)

@@ -88,5 +88,5 @@ def test_distill_rejects_exhausted_iterator_and_nan(teacher_and_pairs):
     with pytest.raises(ValueError, match="batches ran out after 1 steps"):
         distill(teacher, one_shot, TrainConfig(steps=2, batch_size=8))
     bad = (x0[:8], torch.full_like(x1[:8], float("nan")), y[:8])
-    with pytest.raises(FloatingPointError, match="distillation loss is nan"):
+    with pytest.raises(FloatingPointError, match="training loss is nan"):
         distill(teacher, lambda step: bad, TrainConfig(steps=1, batch_size=8, grad_clip=None))

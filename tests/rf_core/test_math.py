@@ -55,8 +55,13 @@ def test_time_sampler_shapes_match_their_densities():
     assert middle["logit_normal"] > 0.3  # mass near 1/2
     # u_shaped: density cosh(4(2t-1)); mass of |t - 1/2| < 0.1 is sinh(0.8) / sinh(4).
     assert middle["u_shaped"] == pytest.approx(math.sinh(0.8) / math.sinh(4.0), abs=0.01)
-    with pytest.raises(ValueError, match="allowed: uniform, logit_normal, u_shaped"):
+    with pytest.raises(ValueError, match="allowed: uniform, logit_normal, u_shaped, zero"):
         sample_t(3, "beta")
+
+
+def test_zero_sampler_is_the_distillation_time():
+    t = sample_t(5, "zero", torch.Generator().manual_seed(0))
+    assert t.shape == (5,) and t.dtype == torch.float32 and bool((t == 0).all())
 
 
 def test_mse_loss_of_a_constant_field_is_closed_form():
