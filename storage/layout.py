@@ -1,0 +1,274 @@
+"""The ``rf-pairs/1`` format: constants, group attributes, codecs and array layout.
+
+Layout (see DESIGN.md §4)::
+
+    <name>.zarr/   group attrs (coordinator only): schema, n, chunk, sample_shape, dtype, seed,
+                   num_classes, source, solver, dataset, code_version, created_at, complete, digest
+      x0   float32 (n, *sample_shape)  chunks (chunk, *sample_shape)
+      x1   float32 (n, *sample_shape)  same chunks
+      y    int64   (n,)                chunks (chunk,)
+      done bool    (n_chunks,)         chunks (1,)   one object per marker, set after the data
+      nfe  int32   (n_chunks,)         chunks (1,)   model evaluations spent on each chunk
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import zarr
+from fsspec.core import split_protocol
+from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.storage import FsspecStore, LocalStore
+
+SCHEMA = "rf-pairs/1"
+DATA_ARRAYS = ("x0", "x1", "y")
+SOURCE_KEYS = ("model_id", "model_uri", "run_id", "checkpoint_sha256", "k")
+SOLVER_KEYS = ("method", "rtol", "atol", "steps", "batch_size")
+# Compressors per data array; a crc32c checksum is always appended. Gaussian noise (x0) does not
+# compress (1.07-1.15x, STACK-NOTES), so compressing it only costs time.
+DEFAULT_COMPRESSORS: dict[str, tuple] = {"x0": (), "x1": (), "y": (ZstdCodec(level=3),)}
+
+
+class PairStoreError(ValueError):
+    """A pair store is missing, malformed, incompatible or used the wrong way."""
+
+
+class StoreExistsError(PairStoreError):
+    """Something already exists where a new store was to be created."""
+
+
+class ChunkCorruptError(PairStoreError):
+    """A chunk failed its checksum, holds NaN/Inf, or is marked done without data."""
+
+    def __init__(self, uri: str, index: int, detail: str):
+        super().__init__(
+            f"pair store {uri}: chunk {index} is corrupt: {detail}. "
+            f"Run `rectiflow pairs verify --repair {uri}` to regenerate it."
+        )
+        self.index = index
+
+
+def format_ranges(ids: Sequence[int]) -> str:
+    """Compress sorted chunk ids into ranges: [0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8"."""
+    ids, parts, i = sorted(ids), [], 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        parts.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ", ".join(parts)
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Deterministic JSON bytes (sorted keys, no spaces) for hashing."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def zarr_store(uri: str, read_only: bool) -> zarr.abc.store.Store:
+    """A local directory store for plain paths and file:// URLs, fsspec for any other scheme."""
+    protocol, path = split_protocol(uri)
+    if protocol in (None, "file", "local"):
+        return LocalStore(path, read_only=read_only)
+    return FsspecStore.from_url(uri, read_only=read_only)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+        raise PairStoreError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def normalize_solver(solver: Mapping[str, Any], chunk: int) -> dict[str, Any]:
+    """Validate a solver dict and fill defaults; batch_size (samples per solve) defaults to chunk.
+
+    The batch partition is part of the solver: adaptive step control runs over a whole batch and
+    kernels may round differently per batch size, so the same partition is needed to regenerate a
+    chunk bit for bit.
+    """
+    unknown = set(solver) - set(SOLVER_KEYS)
+    if unknown or not isinstance(solver.get("method"), str):
+        raise PairStoreError(
+            f"solver must be a dict with a str 'method' and keys among {SOLVER_KEYS}, got {solver}"
+        )
+    out = {k: solver.get(k) for k in SOLVER_KEYS}
+    out["rtol"] = None if out["rtol"] is None else float(out["rtol"])
+    out["atol"] = None if out["atol"] is None else float(out["atol"])
+    if out["steps"] is not None:
+        out["steps"] = check_positive_int("solver['steps']", out["steps"])
+    out["batch_size"] = check_positive_int("solver['batch_size']", out["batch_size"] or chunk)
+    return out
+
+
+def normalize_source(source: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(source) - set(SOURCE_KEYS)
+    if unknown or not isinstance(source.get("checkpoint_sha256"), str):
+        raise PairStoreError(
+            f"source must be a dict with a str 'checkpoint_sha256' and keys among {SOURCE_KEYS}, "
+            f"got {source}"
+        )
+    return {k: source.get(k) for k in SOURCE_KEYS}
+
+
+def code_version() -> str:
+    try:
+        return metadata.version("rectiflow")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def exists(uri: str) -> bool:
+    """True if anything (file, directory, object prefix) exists at ``uri``."""
+    fs, root = fsspec.core.url_to_fs(uri)
+    try:
+        return fs.exists(root) and (not fs.isdir(root) or bool(fs.ls(root)))
+    except OSError:
+        return True  # cannot even look: treat as existing so nothing gets overwritten
+
+
+def claim_location(uri: str) -> None:
+    """Atomically claim a local store directory (mkdir fails if another creator got there first).
+
+    Object stores have no atomic create: nothing to do there.
+    """
+    protocol, path = split_protocol(uri)
+    if protocol not in (None, "file", "local"):
+        return
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as e:  # the parent is a file, not a folder
+        raise NotADirectoryError(f"{target.parent} is not a directory") from e
+    target.mkdir()  # FileExistsError, even for an empty folder: it may be another creator's claim
+
+
+def looks_like_partial_store(uri: str) -> bool:
+    """True for a directory holding nothing but pair-store entries (a store being created)."""
+    fs, root = fsspec.core.url_to_fs(uri)
+    try:
+        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
+    except (OSError, NotADirectoryError):
+        return False
+    return fs.isdir(root) and names <= {"zarr.json", *DATA_ARRAYS, "done", "nfe"}
+
+
+def make_attrs(
+    n: int,
+    chunk: int,
+    sample_shape: Sequence[int],
+    seed: int,
+    source: Mapping[str, Any],
+    solver: Mapping[str, Any],
+    dataset: str,
+    num_classes: int,
+) -> dict[str, Any]:
+    """Validated group attrs for a new store."""
+    n, chunk = check_positive_int("n", n), check_positive_int("chunk", chunk)
+    shape = [check_positive_int("sample_shape[i]", d) for d in sample_shape] if sample_shape else []
+    if not shape:
+        raise PairStoreError(
+            f"sample_shape must be a non-empty tuple of positive ints, got {sample_shape!r}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise PairStoreError(f"seed must be an int >= 0, got {seed!r}")
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, int | np.integer)
+        or num_classes < 0
+    ):
+        raise PairStoreError(
+            f"num_classes must be an int >= 0 (0 = unconditional), got {num_classes!r}"
+        )
+    if not isinstance(dataset, str) or not dataset:
+        raise PairStoreError(f"dataset must be a non-empty str, got {dataset!r}")
+    return {
+        "schema": SCHEMA,
+        "n": n,
+        "chunk": chunk,
+        "sample_shape": shape,
+        "dtype": "float32",
+        "seed": int(seed),
+        "num_classes": int(num_classes),
+        "source": normalize_source(source),
+        "solver": normalize_solver(solver, chunk),
+        "dataset": dataset,
+        "code_version": code_version(),
+        "created_at": datetime.now(UTC).isoformat(),
+        "complete": False,
+        "digest": None,
+    }
+
+
+def identity(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """What must match for a resume: everything that changes the bytes of a chunk."""
+    keys = ("n", "chunk", "sample_shape", "dtype", "seed", "num_classes", "solver")
+    out = {k: json.loads(json.dumps(attrs[k])) for k in keys}
+    out["source.checkpoint_sha256"] = attrs["source"]["checkpoint_sha256"]
+    return out
+
+
+def digest_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Attrs covered by the digest: identity + provenance, not timestamps or code version."""
+    keys = (
+        "schema",
+        "n",
+        "chunk",
+        "sample_shape",
+        "dtype",
+        "seed",
+        "num_classes",
+        "source",
+        "solver",
+        "dataset",
+    )
+    return {k: attrs[k] for k in keys}
+
+
+def resolve_codecs(codecs: Mapping[str, Sequence[Any]] | None) -> dict[str, list]:
+    """Compressor lists per data array with crc32c appended (it must be the last codec)."""
+    chosen = dict(DEFAULT_COMPRESSORS)
+    for name, value in (codecs or {}).items():
+        if name not in DATA_ARRAYS:
+            raise PairStoreError(f"codecs keys must be among {DATA_ARRAYS}, got {name!r}")
+        chosen[name] = tuple(value)
+    return {
+        k: [c for c in v if not isinstance(c, Crc32cCodec)] + [Crc32cCodec()]
+        for k, v in chosen.items()
+    }
+
+
+def create_arrays(
+    group: zarr.Group, attrs: Mapping[str, Any], compressors: Mapping[str, list]
+) -> None:
+    """Create the five arrays of an empty store (fill values only, no chunk objects)."""
+    n, chunk, shape = attrs["n"], attrs["chunk"], tuple(attrs["sample_shape"])
+    n_chunks = math.ceil(n / chunk)
+    for name in ("x0", "x1"):
+        group.create_array(
+            name,
+            shape=(n, *shape),
+            chunks=(chunk, *shape),
+            dtype="float32",
+            compressors=compressors[name],
+        )
+    group.create_array(
+        "y", shape=(n,), chunks=(chunk,), dtype="int64", compressors=compressors["y"]
+    )
+    # One object per marker / counter, so concurrent writers never share a chunk.
+    for name, dtype, fill in (("done", "bool", False), ("nfe", "int32", 0)):
+        group.create_array(
+            name,
+            shape=(n_chunks,),
+            chunks=(1,),
+            dtype=dtype,
+            fill_value=fill,
+            compressors=[Crc32cCodec()],
+        )

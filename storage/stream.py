@@ -1,0 +1,140 @@
+"""Stream (x0, x1, y) batches from a pair store into training, one whole chunk read at a time.
+
+Each epoch the chunk order is shuffled with a generator seeded by (seed, epoch) -- the same order in
+every rank and DataLoader worker, so they can split it without talking: rank r takes every
+world_size-th chunk, then worker w of that rank every num_workers-th of those. Samples are shuffled
+inside a buffer of ``buffer_chunks`` chunks, so memory is bounded by the buffer, never by n.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from storage.layout import PairStoreError, format_ranges
+from storage.pairstore import PairStore
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class PairStream(IterableDataset):
+    """Iterable of ready (x0, x1, y) batches; use with ``DataLoader(stream, batch_size=None)``.
+
+    Call :meth:`set_epoch` before each epoch when DataLoader workers are not persistent (each
+    epoch they get a fresh copy of this object); otherwise the epoch advances on every iteration.
+
+    Args:
+        uri: pair store path or fsspec URL.
+        batch_size: samples per yielded batch.
+        shuffle: shuffle chunk order per epoch and samples inside the buffer.
+        seed: shuffle seed; defaults to the store's seed.
+        buffer_chunks: chunks held (and shuffled together) at once per worker.
+        rank: this process's rank in distributed training.
+        world_size: number of ranks; rank r streams every world_size-th chunk.
+        only_done: stream the chunks generated so far from an unfinished store.
+        drop_last: drop each worker's final short batch.
+
+    Yields:
+        x0 (B, *sample_shape) float32, x1 (B, *sample_shape) float32, y (B,) int64.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int | None = None,
+        buffer_chunks: int = 4,
+        rank: int = 0,
+        world_size: int = 1,
+        only_done: bool = False,
+        drop_last: bool = False,
+    ):
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("buffer_chunks", buffer_chunks)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not (isinstance(world_size, int) and world_size > 0 and 0 <= rank < world_size):
+            raise ValueError(
+                f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
+            )
+        self.uri, self.batch_size, self.shuffle = uri, batch_size, shuffle
+        self.buffer_chunks, self.rank, self.world_size = buffer_chunks, rank, world_size
+        self.only_done, self.drop_last = only_done, drop_last
+        store = PairStore.open(uri, mode="r")
+        if not store.is_finalized and not only_done:
+            missing = format_ranges(store.missing_chunks()) or "none"
+            raise PairStoreError(
+                f"pair store {uri} is incomplete (missing chunks: {missing}; not finalized). "
+                "Finish generation, or pass only_done=True to stream the done chunks."
+            )
+        self.seed = store.seed if seed is None else int(seed)
+        self.epoch = 0
+        self._store: PairStore | None = None  # opened lazily inside each worker, never pickled
+        self._refresh(store)
+
+    def _refresh(self, store: PairStore) -> None:
+        """Snapshot which chunks to stream (taken in the main process so all workers agree)."""
+        done = store.done_mask() if self.only_done else np.ones(store.n_chunks, dtype=bool)
+        self.chunk_ids = [int(i) for i in np.flatnonzero(done)]
+        self._sizes = {
+            i: store.chunk_bounds(i)[1] - store.chunk_bounds(i)[0] for i in self.chunk_ids
+        }
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's shuffle; with only_done, also pick up chunks finished since."""
+        self.epoch = int(epoch)
+        if self.only_done:
+            self._refresh(PairStore.open(self.uri, mode="r"))
+
+    def rank_chunks(self, epoch: int) -> list[int]:
+        """Chunk ids this rank streams in ``epoch``, in order (all its workers together)."""
+        order = np.arange(len(self.chunk_ids))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.chunk_ids))
+        return [self.chunk_ids[j] for j in order[self.rank :: self.world_size]]
+
+    @property
+    def n_samples(self) -> int:
+        """Samples this rank sees per epoch."""
+        return sum(self._sizes[i] for i in self.rank_chunks(0))
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_store"] = None  # zarr handles hold event-loop state; reopen in the worker
+        return state
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+        epoch = self.epoch
+        self.epoch += 1  # advances persistent workers and in-process iteration
+        if self._store is None:
+            self._store = PairStore.open(self.uri, mode="r")
+        mine = self.rank_chunks(epoch)[worker::n_workers]
+        rng = np.random.default_rng([self.seed, epoch, self.rank, worker, 1])
+        carry: list[np.ndarray] | None = None
+        for g in range(0, len(mine), self.buffer_chunks):
+            parts = [self._store.read_chunk(i) for i in mine[g : g + self.buffer_chunks]]
+            if carry is not None:
+                parts.append(tuple(carry))
+            pool = [np.concatenate([p[k] for p in parts]) for k in range(3)]
+            if self.shuffle:
+                perm = rng.permutation(len(pool[2]))
+                pool = [a[perm] for a in pool]
+            full = len(pool[2]) // self.batch_size * self.batch_size
+            for s in range(0, full, self.batch_size):
+                yield _to_batch(pool, s, s + self.batch_size)
+            # The remainder waits for the next buffer so every batch but the last is full.
+            carry = [a[full:] for a in pool]
+        if carry is not None and len(carry[2]) and not self.drop_last:
+            yield _to_batch(carry, 0, len(carry[2]))
+
+
+def _to_batch(pool: list[np.ndarray], start: int, stop: int) -> Batch:
+    x0, x1, y = (torch.from_numpy(np.ascontiguousarray(a[start:stop])) for a in pool)
+    return x0, x1, y

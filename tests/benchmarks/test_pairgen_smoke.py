@@ -1,0 +1,91 @@
+"""Smoke run of the pair-generation benchmark on a tiny untrained U-Net (no timing asserts)."""
+
+from dataclasses import fields
+
+import pytest
+import torch
+
+from benchmarks.common import markdown_table, replace_section
+from benchmarks.pairgen import (
+    TINY_MODEL,
+    PairRow,
+    Setting,
+    choose_default,
+    efficiency,
+    pair_error,
+    render,
+    run,
+    seed_recipe,
+    store_solver,
+)
+from rf_core.models import build_model
+from rf_core.solvers import solve_ode
+
+
+def test_pair_error_on_a_known_case():
+    ref = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # RMS = sqrt(25 / 4) = 2.5
+    x1 = ref + torch.tensor([[0.5, -0.5], [0.5, -0.5]])  # RMS of the difference = 0.5
+    assert pair_error(x1, ref) == pytest.approx(0.2)
+    assert pair_error(ref, ref) == 0.0
+    with pytest.raises(ValueError, match=r"x1 \(2, 2\) and x1_ref \(4,\) differ in shape"):
+        pair_error(x1, ref.flatten())
+
+
+def test_efficiency_is_forward_time_share():
+    # 2 pairs/s at 10 NFE = 20 forwards/s out of 40 possible
+    assert efficiency(2.0, 10, 40.0) == pytest.approx(0.5)
+
+
+def _row(name, nfe, err, rate=1.0):
+    return PairRow(name, "solve_ode", 4, nfe, rate, 1.0, err, 1.0)
+
+
+def test_choose_default_takes_fewest_nfe_within_the_error_and_skips_grids():
+    settings = [Setting("rk4", 8), Setting("rk4", 4, grid="cosine"), Setting("midpoint", 8)]
+    rows = [_row("a", 32, 1e-4), _row("b", 16, 1e-4), _row("c", 16, 1e-2)]
+    row, s = choose_default(rows, settings, max_error=1e-3)
+    assert s == settings[0] and row.setting == "a"  # b needs a grid the store cannot express
+    assert choose_default(rows, settings, max_error=1e-5) == (None, None)
+    with pytest.raises(ValueError, match="cannot express grid='cosine'"):
+        store_solver(settings[1], 4)
+    assert store_solver(settings[0], 4) == {"method": "rk4", "steps": 8, "batch_size": 4}
+
+
+def test_seed_recipe_matches_solve_ode_dopri5():
+    torch.manual_seed(0)
+    model = build_model(TINY_MODEL).eval()
+    x0, y = torch.randn(6, *TINY_MODEL.data_shape), torch.randint(0, 10, (6,))
+    x1, nfe = seed_recipe(model, x0, y, batch_size=3)
+    res = solve_ode(model, x0, y, rtol=1e-5, atol=1e-5, batch_size=3)
+    assert nfe == res.nfe and torch.allclose(x1, res.x1, atol=1e-6)
+
+
+def test_tiny_run_reports_every_field(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(TINY_MODEL).eval()
+    settings = [Setting("euler", 2), Setting("rk4", 3), Setting("rk4", 3, grid="end")]
+    res = run(model, TINY_MODEL, 4, 4, 1, settings, workdir=tmp_path, log=lambda *_: None)
+    assert [r.setting for r in res.screen] == [s.name for s in settings]
+    assert [r.nfe_per_pair for r in res.screen] == [2, 12, 12]  # counted, not inferred
+    assert res.seed.nfe_per_pair > 0 and res.ref_nfe > res.seed.nfe_per_pair
+    for row in [res.seed, *res.screen]:
+        assert row.pairs_per_s > 0 and row.efficiency > 0 and row.pair_error >= 0
+    if res.default is not None:  # chosen within the seed's own error, through a real store
+        assert res.default.pair_error <= res.seed.pair_error
+        assert res.default.path == "zarr (generate_chunks)"
+    assert {lv.batch for lv in res.levers} >= {4, 16, 64, 256}
+    md = render(res, "cmd", "note")
+    header = "| " + " | ".join(f.name for f in fields(PairRow)) + " |"
+    assert header in md and "Levers" in md and "cmd" in md
+    assert list(tmp_path.iterdir()) == []  # stores went to a temp dir that was removed
+
+
+def test_sections_are_replaced_in_place():
+    text = "# B\n<!-- a:start -->\nold a\n<!-- a:end -->\nkeep me\n"
+    out = replace_section(text, "a", "new a")
+    assert "new a" in out and "old a" not in out and "keep me" in out
+    out = replace_section(out, "b", markdown_table([{"x": 1.0, "y": None}]))
+    assert out.index("keep me") < out.index("<!-- b:start -->")
+    assert "| 1 | — |" in out
+    with pytest.raises(ValueError, match="section 'a' needs exactly one"):
+        replace_section(text + "<!-- a:end -->", "a", "x")

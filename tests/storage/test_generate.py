@@ -1,0 +1,93 @@
+"""Generation into real stores with a real (tiny, untrained) model and the rf_core solver."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rf_core.solvers import solve_ode
+from storage.generate import chunk_inputs, chunk_seed, generate_chunks
+from storage.pairstore import ChunkCorruptError, PairStore, PairStoreError
+from tests.storage.storekit import assert_same_store, store_kwargs, tiny_model
+
+
+def make(tmp_path, name="p.zarr", **kw) -> PairStore:
+    return PairStore.create(str(tmp_path / name), **store_kwargs(**kw))
+
+
+def test_pairs_are_the_solver_endpoints_of_seeded_noise(tmp_path):
+    store, model = make(tmp_path), tiny_model()
+    stats = generate_chunks(model, store, [1])
+    assert (stats.chunks_done, stats.chunks_skipped) == (1, 0)
+    x0, x1, y = store.read_chunk(1)
+    want_x0, want_y = chunk_inputs(store, 1)
+    np.testing.assert_array_equal(x0, want_x0.numpy())
+    np.testing.assert_array_equal(y, want_y.numpy())
+    assert set(np.unique(y)) <= {0, 1, 2}
+    ref = solve_ode(model, want_x0, want_y, method="rk4", steps=40)
+    np.testing.assert_array_equal(x1, ref.x1.numpy())
+    # NFE is counted by the solver's wrapper: rk4 = 4 evaluations per step.
+    assert stats.nfe == store.nfe()[1] == ref.nfe_total == 4 * 40
+    assert store.missing_chunks() == [0, 2, 3]
+
+
+def test_noise_depends_on_seed_and_chunk_only(tmp_path):
+    a, b = make(tmp_path, "a.zarr"), make(tmp_path, "b.zarr", n=64)
+    for i in range(3):  # same (seed, i) in stores of different n -> same inputs
+        for ta, tb in zip(chunk_inputs(a, i), chunk_inputs(b, i), strict=True):
+            assert torch.equal(ta, tb)
+    assert not torch.equal(chunk_inputs(a, 0)[0], chunk_inputs(a, 1)[0])
+    c = make(tmp_path, "c.zarr", seed=4)
+    assert not torch.equal(chunk_inputs(a, 0)[0], chunk_inputs(c, 0)[0])
+    assert len({chunk_seed(s, i) for s in range(20) for i in range(20)}) == 400
+    unconditional = make(tmp_path, "u.zarr", num_classes=0)
+    assert set(chunk_inputs(unconditional, 3)[1].tolist()) == {-1}
+
+
+def test_any_order_any_split_gives_the_same_store(tmp_path):
+    model = tiny_model()
+    ref = make(tmp_path, "ref.zarr")
+    generate_chunks(model, ref, overlap=False)
+    ref.finalize()
+    other = make(tmp_path, "other.zarr")
+    s1 = generate_chunks(model, other, [3, 1])
+    s2 = generate_chunks(model, other, [0, 1, 2, 3])  # 1 and 3 are skipped
+    assert (s1.chunks_done, s2.chunks_done, s2.chunks_skipped) == (2, 2, 2)
+    assert s1.nfe + s2.nfe == int(ref.nfe().sum())
+    other.finalize()
+    assert_same_store(tmp_path / "ref.zarr", tmp_path / "other.zarr")
+
+
+def test_non_finite_solution_fails_loudly_and_is_not_marked(tmp_path):
+    store, model = make(tmp_path), tiny_model()
+    generate_chunks(model, store, [0])
+    with torch.no_grad():  # a real model whose weights blew up
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(ChunkCorruptError, match="chunk 2 is corrupt: the ODE solution x1 has NaN"):
+        generate_chunks(model, store, [2, 3])
+    assert store.missing_chunks() == [1, 2, 3]
+    assert not store.chunk_exists("x1", 2)
+    assert np.isfinite(store.read_chunk(0)[1]).all()
+
+
+def test_bad_arguments(tmp_path):
+    store, model = make(tmp_path), tiny_model()
+    with pytest.raises(PairStoreError, match="batch_size=4 differs from the store's"):
+        generate_chunks(model, store, [0], batch_size=4)
+    with pytest.raises(PairStoreError, match="chunk index must be an int in \\[0, 4\\)"):
+        generate_chunks(model, store, [0, 9])
+    ro = PairStore.open(str(tmp_path / "p.zarr"), mode="r")
+    with pytest.raises(PairStoreError, match="read-only"):
+        generate_chunks(model, ro, [0])
+    assert store.missing_chunks() == [0, 1, 2, 3]  # nothing ran
+
+
+def test_solve_batches_are_part_of_the_recipe(tmp_path):
+    """A store solved in batches of 4 records it; generation then uses it by default."""
+    store, model = (
+        make(tmp_path, solver={"method": "rk4", "steps": 40, "batch_size": 4}),
+        tiny_model(),
+    )
+    stats = generate_chunks(model, store, [0], batch_size=4)
+    assert store.solver["batch_size"] == 4 and stats.nfe == 2 * 4 * 40  # two solves of 4

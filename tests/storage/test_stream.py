@@ -1,0 +1,117 @@
+"""Streaming pairs out of a real store through real DataLoader worker processes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from storage.pairstore import PairStore, PairStoreError
+from storage.stream import PairStream
+from tests.storage.storekit import fill_with_index, store_kwargs
+
+N, CHUNK = 203, 16  # 13 chunks, the last one short
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> str:
+    uri = str(tmp_path_factory.mktemp("stream") / "p.zarr")
+    store = PairStore.create(uri, **store_kwargs(n=N, chunk=CHUNK))
+    fill_with_index(store)
+    store.finalize()
+    return uri
+
+
+def epoch_ids(stream: PairStream, epoch: int, num_workers: int = 0) -> list[int]:
+    """Global sample ids in the order an epoch delivers them; checks each pair on the way."""
+    stream.set_epoch(epoch)
+    ids = []
+    for x0, x1, y in DataLoader(stream, batch_size=None, num_workers=num_workers):
+        assert x0.dtype == torch.float32 and y.dtype == torch.int64
+        idx = x0[:, 0].long()
+        torch.testing.assert_close(x1, 2 * x0 + 1)  # pairs stay together through the shuffle
+        assert torch.equal(y, idx % 3)
+        ids += idx.tolist()
+    return ids
+
+
+def test_every_pair_once_per_epoch_across_two_workers(finished):
+    stream = PairStream(finished, batch_size=10, buffer_chunks=3, seed=7)
+    orders = [epoch_ids(stream, e, num_workers=2) for e in range(2)]
+    for ids in orders:
+        assert sorted(ids) == list(range(N))  # exactly once: nothing missing, nothing twice
+    assert orders[0] != orders[1]
+    again = PairStream(finished, batch_size=10, buffer_chunks=3, seed=7)
+    assert epoch_ids(again, 1, num_workers=2) == orders[1]  # deterministic for a seed
+    other = PairStream(finished, batch_size=10, buffer_chunks=3, seed=8)
+    assert epoch_ids(other, 1, num_workers=2) != orders[1]
+
+
+def test_batches_are_full_until_each_workers_last(finished):
+    stream = PairStream(finished, batch_size=24, buffer_chunks=2)
+    sizes = [len(b[2]) for b in stream]
+    assert sum(sizes) == N and all(s == 24 for s in sizes[:-1]) and 0 < sizes[-1] <= 24
+    stream = PairStream(finished, batch_size=24, buffer_chunks=2, drop_last=True)
+    assert {len(b[2]) for b in stream} == {24}
+
+
+def test_without_workers_the_epoch_advances_by_itself(finished):
+    stream = PairStream(finished, batch_size=32)
+    first = [int(i) for b in stream for i in b[0][:, 0]]
+    second = [int(i) for b in stream for i in b[0][:, 0]]
+    assert sorted(first) == sorted(second) == list(range(N)) and first != second
+    plain = PairStream(finished, batch_size=32, shuffle=False)
+    assert [int(i) for b in plain for i in b[0][:, 0]] == list(range(N))
+
+
+def test_ranks_split_the_chunks(finished):
+    parts = [
+        epoch_ids(PairStream(finished, batch_size=8, rank=r, world_size=3, seed=1), 5)
+        for r in range(3)
+    ]
+    assert sorted(i for ids in parts for i in ids) == list(range(N))
+    for r, ids in enumerate(parts):  # each rank streams exactly the chunks it was assigned
+        assigned = PairStream(finished, 8, rank=r, world_size=3, seed=1).rank_chunks(5)
+        assert {i // CHUNK for i in ids} == set(assigned)
+
+
+def test_incomplete_store_is_refused_unless_only_done(tmp_path):
+    uri = str(tmp_path / "p.zarr")
+    store = PairStore.create(uri, **store_kwargs(n=N, chunk=CHUNK))
+    fill_with_index(store, [0, 2, 3, 12])
+    with pytest.raises(PairStoreError, match="incomplete \\(missing chunks: 1, 4-11"):
+        PairStream(uri, batch_size=8)
+    stream = PairStream(uri, batch_size=8, only_done=True)
+    want = [*range(0, 16), *range(32, 64), *range(192, N)]
+    assert sorted(epoch_ids(stream, 0, num_workers=2)) == want
+    fill_with_index(store, [1])
+    stream.set_epoch(1)  # picks up chunks finished since
+    assert sorted(epoch_ids(stream, 1)) == sorted([*want, *range(16, 32)])
+
+
+def test_bad_arguments(finished, tmp_path):
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        PairStream(finished, batch_size=0)
+    with pytest.raises(ValueError, match="buffer_chunks must be a positive int"):
+        PairStream(finished, batch_size=4, buffer_chunks=0)
+    with pytest.raises(ValueError, match="need 0 <= rank < world_size"):
+        PairStream(finished, batch_size=4, rank=2, world_size=2)
+    with pytest.raises(PairStoreError, match="no pair store at"):
+        PairStream(str(tmp_path / "nothing.zarr"), batch_size=4)
+    assert not (tmp_path / "nothing.zarr").exists()
+
+
+def test_memory_is_bounded_by_the_buffer(finished):
+    """The stream never holds more than buffer_chunks chunks (+ one batch) of samples."""
+    stream = PairStream(finished, batch_size=5, buffer_chunks=2)
+    reads = []
+    stream._store = PairStore.open(finished)
+    original = stream._store.read_chunk
+    stream._store.read_chunk = lambda i: reads.append(i) or original(i)
+    for n_batches, _ in enumerate(stream, 1):
+        # Samples read so far minus samples delivered is what the buffer holds.
+        held = sum(min(CHUNK, N - i * CHUNK) for i in reads) - 5 * n_batches
+        assert held <= 2 * CHUNK + 5
+    assert sorted(reads) == list(range(13))
+    assert np.unique(reads).size == len(reads)
