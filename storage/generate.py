@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from rf_core.solvers import solve_ode
+from rf_core.timegrids import time_grid
 from storage.layout import ChunkCorruptError, PairStoreError
 from storage.pairstore import PairStore
 
@@ -78,6 +79,10 @@ def solve_chunk(
     x0, y = chunk_inputs(store, i)
     s = store.solver
     opts = {k: s[k] for k in ("steps", "rtol", "atol") if s[k] is not None}  # else solver defaults
+    if (
+        s["grid"] != "uniform"
+    ):  # uniform stays solve_ode's own grid: older stores' bytes depend on it
+        opts["t_grid"] = time_grid(s["grid"], s["steps"], rho=s["rho"]).tolist()
     res = solve_ode(
         model, x0.to(device), y.to(device), method=s["method"], batch_size=s["batch_size"], **opts
     )

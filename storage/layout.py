@@ -28,10 +28,17 @@ from fsspec.core import split_protocol
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.storage import FsspecStore, LocalStore
 
+from rf_core.solvers import ADAPTIVE_METHODS
+from rf_core.timegrids import GRIDS
+
 SCHEMA = "rf-pairs/1"
 DATA_ARRAYS = ("x0", "x1", "y")
 SOURCE_KEYS = ("model_id", "model_uri", "run_id", "checkpoint_sha256", "k")
-SOLVER_KEYS = ("method", "rtol", "atol", "steps", "batch_size")
+SOLVER_KEYS = ("method", "rtol", "atol", "steps", "batch_size", "grid", "rho")
+# Stores from before "grid" and "rho" existed solved on the uniform grid: missing keys mean these.
+SOLVER_DEFAULTS = {"grid": "uniform", "rho": 2.0}
+# Grids whose points depend on rho (rf_core.timegrids.time_grid); for the others rho is unused.
+RHO_GRIDS = ("ends", "end", "start")
 # Compressors per data array; a crc32c checksum is always appended. Gaussian noise (x0) does not
 # compress (1.07-1.15x, STACK-NOTES), so compressing it only costs time.
 DEFAULT_COMPRESSORS: dict[str, tuple] = {"x0": (), "x1": (), "y": (ZstdCodec(level=3),)}
@@ -92,7 +99,8 @@ def normalize_solver(solver: Mapping[str, Any], chunk: int) -> dict[str, Any]:
 
     The batch partition is part of the solver: adaptive step control runs over a whole batch and
     kernels may round differently per batch size, so the same partition is needed to regenerate a
-    chunk bit for bit.
+    chunk bit for bit. ``grid`` (one of :data:`rf_core.timegrids.GRIDS`, default "uniform") and
+    ``rho`` (its strength, default 2.0) place the steps of fixed-step methods.
     """
     unknown = set(solver) - set(SOLVER_KEYS)
     if unknown or not isinstance(solver.get("method"), str):
@@ -105,7 +113,27 @@ def normalize_solver(solver: Mapping[str, Any], chunk: int) -> dict[str, Any]:
     if out["steps"] is not None:
         out["steps"] = check_positive_int("solver['steps']", out["steps"])
     out["batch_size"] = check_positive_int("solver['batch_size']", out["batch_size"] or chunk)
+    out["grid"] = SOLVER_DEFAULTS["grid"] if out["grid"] is None else out["grid"]
+    if out["grid"] not in GRIDS:
+        raise PairStoreError(f"solver['grid'] must be one of {GRIDS}, got {out['grid']!r}")
+    rho = SOLVER_DEFAULTS["rho"] if out["rho"] is None else out["rho"]
+    if isinstance(rho, bool) or not isinstance(rho, int | float) or not 0 < rho < math.inf:
+        raise PairStoreError(f"solver['rho'] must be a finite float > 0, got {rho!r}")
+    out["rho"] = float(rho)
+    if out["grid"] != "uniform":
+        if out["method"] in ADAPTIVE_METHODS:
+            raise PairStoreError(
+                f"solver['grid']={out['grid']!r} needs a fixed-step method; method="
+                f"{out['method']!r} is adaptive (it picks its own steps): use grid 'uniform'"
+            )
+        if out["steps"] is None:
+            raise PairStoreError(f"solver['grid']={out['grid']!r} needs solver['steps'] (> 0)")
     return out
+
+
+def effective_solver(solver: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored solver dict with the defaults of keys added since (missing grid = uniform)."""
+    return {**solver, **{k: v for k, v in SOLVER_DEFAULTS.items() if k not in solver}}
 
 
 def normalize_source(source: Mapping[str, Any]) -> dict[str, Any]:
@@ -208,15 +236,27 @@ def make_attrs(
 
 
 def identity(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """What must match for a resume: everything that changes the bytes of a chunk."""
-    keys = ("n", "chunk", "sample_shape", "dtype", "seed", "num_classes", "solver")
+    """What must match for a resume: everything that changes the bytes of a chunk.
+
+    The solver is compared with defaults filled in (a store from before ``grid`` existed equals a
+    request for the uniform grid), and ``rho`` only where the grid uses it.
+    """
+    keys = ("n", "chunk", "sample_shape", "dtype", "seed", "num_classes")
     out = {k: json.loads(json.dumps(attrs[k])) for k in keys}
+    solver = effective_solver(attrs["solver"])
+    if solver["grid"] not in RHO_GRIDS:
+        solver["rho"] = None
+    out["solver"] = json.loads(json.dumps(solver))
     out["source.checkpoint_sha256"] = attrs["source"]["checkpoint_sha256"]
     return out
 
 
 def digest_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """Attrs covered by the digest: identity + provenance, not timestamps or code version."""
+    """Attrs covered by the digest: identity + provenance, not timestamps or code version.
+
+    The solver is taken as stored (no defaults filled in), so a store's digest never changes
+    when keys are added to the solver dict later.
+    """
     keys = (
         "schema",
         "n",

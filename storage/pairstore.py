@@ -8,6 +8,7 @@ and write arrays only. The format itself is described in :mod:`storage.layout`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -18,6 +19,8 @@ from typing import Any
 import fsspec
 import numpy as np
 import zarr
+from zarr.core.buffer.cpu import NDBuffer
+from zarr.core.sync import sync
 
 from storage.layout import (
     DATA_ARRAYS,
@@ -29,6 +32,7 @@ from storage.layout import (
     claim_location,
     create_arrays,
     digest_attrs,
+    effective_solver,
     exists,
     format_ranges,
     identity,
@@ -202,7 +206,8 @@ class PairStore:
     seed = property(lambda self: int(self._attrs["seed"]))
     num_classes = property(lambda self: int(self._attrs["num_classes"]))
     sample_shape = property(lambda self: tuple(self._attrs["sample_shape"]))
-    solver = property(lambda self: dict(self._attrs["solver"]))
+    # Stores from before "grid"/"rho" existed read as uniform-grid stores.
+    solver = property(lambda self: effective_solver(self._attrs["solver"]))
     source = property(lambda self: dict(self._attrs["source"]))
 
     @property
@@ -268,31 +273,64 @@ class PairStore:
 
     # ---- data ---------------------------------------------------------------------------------
     def read_chunk(
-        self, i: int, require_done: bool = True
+        self,
+        i: int,
+        require_done: bool = True,
+        out: Sequence[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Read chunk ``i`` whole, verifying checksums and presence.
 
+        Args:
+            i: chunk index.
+            require_done: refuse a chunk whose done marker is unset.
+            out: optional (x0, x1, y) arrays of exactly the chunk's shapes and dtypes, filled in
+                place. Reusing buffers saves allocating (and page-faulting) fresh memory per read,
+                which on some machines costs more than the read itself.
+
         Returns:
-            x0 (m, *sample_shape) float32, x1 (m, *sample_shape) float32, y (m,) int64, m <= chunk.
+            x0 (m, *sample_shape) float32, x1 (m, *sample_shape) float32, y (m,) int64, m <= chunk
+            (the ``out`` arrays when given).
 
         Raises:
-            PairStoreError: chunk not generated yet (marker unset) when ``require_done``.
+            PairStoreError: chunk not generated yet (marker unset) when ``require_done``, or
+                ``out`` of the wrong shape or dtype.
             ChunkCorruptError: checksum mismatch, undecodable bytes, or data missing.
         """
         start, stop = self.chunk_bounds(i)
         if require_done and not self.is_done(i):
             raise PairStoreError(f"pair store {self.uri}: chunk {i} has not been generated yet")
-        out = []
-        for name in DATA_ARRAYS:
+        if out is not None:
+            self._check_out(i, out)
+        result = []
+        for k, name in enumerate(DATA_ARRAYS):
             # write_empty_chunks=True at creation, so a missing object means missing data, not a
             # chunk equal to the fill value; reading it would silently return zeros.
             if not self.chunk_exists(name, i):
                 raise ChunkCorruptError(self.uri, i, f"{name} data is missing")
             try:
-                out.append(self._arrays[name][start:stop])
+                if out is None:
+                    result.append(self._arrays[name][start:stop])
+                else:
+                    buf = NDBuffer.from_numpy_array(out[k])
+                    self._arrays[name].get_basic_selection(slice(start, stop), out=buf)
+                    result.append(out[k])
             except Exception as e:  # crc32c mismatch, truncated or undecodable object
                 raise ChunkCorruptError(self.uri, i, f"{name} unreadable ({e})") from e
-        return out[0], out[1], out[2]
+        return result[0], result[1], result[2]
+
+    def _check_out(self, i: int, out: Sequence[np.ndarray]) -> None:
+        start, stop = self.chunk_bounds(i)
+        want = [(stop - start, *self.sample_shape)] * 2 + [(stop - start,)]
+        dtypes = [np.float32, np.float32, np.int64]
+        ok = len(out) == 3 and all(
+            isinstance(a, np.ndarray) and a.shape == w and a.dtype == d and a.flags.c_contiguous
+            for a, w, d in zip(out, want, dtypes, strict=False)
+        )
+        if not ok:
+            raise PairStoreError(
+                f"out must be C-contiguous (x0, x1, y) arrays of shapes {want} and dtypes "
+                f"float32, float32, int64 for chunk {i}"
+            )
 
     def write_chunk(self, i: int, x0: np.ndarray, x1: np.ndarray, y: np.ndarray, nfe: int) -> None:
         """Write chunk ``i``'s data and NFE, then set its done marker (strictly after the data).
@@ -313,9 +351,18 @@ class PairStore:
                 )
         if not np.isfinite(x1).all():
             raise ChunkCorruptError(self.uri, i, "x1 has NaN or Inf; the solve diverged")
-        self._arrays["x0"][start:stop] = np.asarray(x0, dtype=np.float32)
-        self._arrays["x1"][start:stop] = np.asarray(x1, dtype=np.float32)
-        self._arrays["y"][start:stop] = np.asarray(y, dtype=np.int64)
+        values = {
+            "x0": np.asarray(x0, dtype=np.float32),
+            "x1": np.asarray(x1, dtype=np.float32),
+            "y": np.asarray(y, dtype=np.int64),
+        }
+        # The three objects are encoded and written concurrently on zarr's event loop (measured:
+        # faster than three sequential writes); all finish before the marker is set.
+        sync(
+            _gather(
+                self._arrays[k].async_array.setitem(slice(start, stop), values[k]) for k in values
+            )
+        )
         self._arrays["nfe"][i] = int(nfe)
         self._arrays["done"][i] = True
 
@@ -376,3 +423,8 @@ class PairStore:
 
     def __repr__(self) -> str:
         return f"PairStore({self.uri!r}, n={self.n}, chunk={self.chunk}, mode={self.mode!r})"
+
+
+async def _gather(coroutines) -> list:
+    """Await coroutines concurrently (on zarr's event loop, via ``zarr.core.sync.sync``)."""
+    return await asyncio.gather(*coroutines)

@@ -117,24 +117,40 @@ class PairStream(IterableDataset):
             self._store = PairStore.open(self.uri, mode="r")
         mine = self.rank_chunks(epoch)[worker::n_workers]
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker, 1])
-        carry: list[np.ndarray] | None = None
+        pool = self._new_pool(mine)
+        fill = 0  # samples in the pool: the carry of the last buffer, then the chunks read
         for g in range(0, len(mine), self.buffer_chunks):
-            parts = [self._store.read_chunk(i) for i in mine[g : g + self.buffer_chunks]]
-            if carry is not None:
-                parts.append(tuple(carry))
-            pool = [np.concatenate([p[k] for p in parts]) for k in range(3)]
-            if self.shuffle:
-                perm = rng.permutation(len(pool[2]))
-                pool = [a[perm] for a in pool]
-            full = len(pool[2]) // self.batch_size * self.batch_size
+            for i in mine[g : g + self.buffer_chunks]:
+                m = self._sizes[i]
+                # Read straight into the reused pool: no fresh memory per chunk, no concatenate.
+                self._store.read_chunk(i, out=[a[fill : fill + m] for a in pool])
+                fill += m
+            order = rng.permutation(fill) if self.shuffle else np.arange(fill)
+            full = fill // self.batch_size * self.batch_size
             for s in range(0, full, self.batch_size):
-                yield _to_batch(pool, s, s + self.batch_size)
-            # The remainder waits for the next buffer so every batch but the last is full.
-            carry = [a[full:] for a in pool]
-        if carry is not None and len(carry[2]) and not self.drop_last:
-            yield _to_batch(carry, 0, len(carry[2]))
+                yield _gather(pool, order[s : s + self.batch_size])
+            # The remainder moves to the pool's front and waits for the next buffer, so every
+            # batch but the last is full. (Fancy indexing copies first: the overlap is safe.)
+            rest = order[full:]
+            for a in pool:
+                a[: len(rest)] = a[rest]
+            fill = len(rest)
+        if fill and not self.drop_last:
+            yield _gather(pool, np.arange(fill))
+
+    def _new_pool(self, chunk_ids: list[int]) -> list[np.ndarray]:
+        """x0, x1, y buffers for ``buffer_chunks`` chunks plus a carried-over partial batch."""
+        biggest = max((self._sizes[i] for i in chunk_ids), default=0)
+        cap = self.buffer_chunks * biggest + self.batch_size
+        shape = self._store.sample_shape
+        return [
+            np.empty((cap, *shape), np.float32),
+            np.empty((cap, *shape), np.float32),
+            np.empty(cap, np.int64),
+        ]
 
 
-def _to_batch(pool: list[np.ndarray], start: int, stop: int) -> Batch:
-    x0, x1, y = (torch.from_numpy(np.ascontiguousarray(a[start:stop])) for a in pool)
+def _gather(pool: list[np.ndarray], idx: np.ndarray) -> Batch:
+    """One batch as fresh tensors (copies: the pool is overwritten by the next buffer)."""
+    x0, x1, y = (torch.from_numpy(a[idx]) for a in pool)
     return x0, x1, y

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rf_core.solvers import solve_ode
+from rf_core.timegrids import time_grid
 from storage.generate import chunk_inputs, chunk_seed, generate_chunks
 from storage.pairstore import ChunkCorruptError, PairStore, PairStoreError
 from tests.storage.storekit import assert_same_store, store_kwargs, tiny_model
@@ -91,3 +92,16 @@ def test_solve_batches_are_part_of_the_recipe(tmp_path):
     )
     stats = generate_chunks(model, store, [0], batch_size=4)
     assert store.solver["batch_size"] == 4 and stats.nfe == 2 * 4 * 40  # two solves of 4
+
+
+def test_a_non_uniform_grid_is_part_of_the_recipe(tmp_path):
+    solver = {"method": "rk4", "steps": 6, "grid": "ends", "rho": 3.0}
+    store, model = make(tmp_path, solver=solver), tiny_model()
+    generate_chunks(model, store, [2])
+    x0, y = chunk_inputs(store, 2)
+    grid = time_grid("ends", 6, rho=3.0).tolist()
+    ref = solve_ode(model, x0, y, method="rk4", steps=6, t_grid=grid)
+    np.testing.assert_array_equal(store.read_chunk(2)[1], ref.x1.numpy())
+    uniform = solve_ode(model, x0, y, method="rk4", steps=6)
+    assert not np.array_equal(ref.x1.numpy(), uniform.x1.numpy())  # the grid really mattered
+    assert store.nfe()[2] == 4 * 6

@@ -11,7 +11,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from storage.layout import SCHEMA, format_ranges
 from storage.pairstore import ChunkCorruptError, PairStore, PairStoreError
-from tests.storage.storekit import fill_with_index, store_kwargs, tree_hash
+from tests.storage.storekit import SOLVER, fill_with_index, store_kwargs, tree_hash
 
 
 def test_create_writes_the_documented_layout(tmp_path):
@@ -28,6 +28,8 @@ def test_create_writes_the_documented_layout(tmp_path):
         "atol": None,
         "steps": 40,
         "batch_size": 8,
+        "grid": "uniform",
+        "rho": 2.0,
     }
     for key in ("dataset", "code_version", "created_at", "num_classes", "seed", "n", "chunk"):
         assert key in attrs
@@ -120,6 +122,11 @@ def test_read_only_handle_refuses_every_write(tmp_path):
         ({"source": {"checkpoint_sha256": "f" * 64}}, "0" * 64, "f" * 64),
         ({"solver": {"method": "rk4", "steps": 41}}, "'steps': 40", "'steps': 41"),
         ({"solver": {"method": "dopri5", "rtol": 1e-3}}, "'method': 'rk4'", "'method': 'dopri5'"),
+        (
+            {"solver": {"method": "rk4", "steps": 40, "grid": "ends"}},
+            "'grid': 'uniform'",
+            "'grid': 'ends'",
+        ),
         ({"seed": 4}, "seed: store has 3", "asks for 4"),
         ({"sample_shape": (1, 2)}, "sample_shape: store has [2]", "asks for [1, 2]"),
         ({"n": 31}, "n: store has 30", "asks for 31"),
@@ -147,6 +154,44 @@ def test_resume_with_the_same_recipe_keeps_the_done_chunks(tmp_path):
     assert fresh.missing_chunks() == [0, 1, 2, 3]
 
 
+def test_grid_resume_compares_what_changes_the_bytes(tmp_path):
+    ends = {"method": "rk4", "steps": 40, "grid": "ends", "rho": 2.0}
+    uri = str(tmp_path / "p.zarr")
+    fill_with_index(PairStore.create(uri, **store_kwargs(solver=ends)), [1])
+    with pytest.raises(
+        PairStoreError, match=r"store has .*'rho': 2.0\}, this run asks for .*'rho': 3.0\}"
+    ):
+        PairStore.open_or_create(uri, **store_kwargs(solver={**ends, "rho": 3.0}))
+    # rho does not move the points of the uniform grid: a different rho resumes.
+    other = str(tmp_path / "u.zarr")
+    fill_with_index(PairStore.create(other, **store_kwargs()), [1])
+    again = PairStore.open_or_create(other, **store_kwargs(solver={**SOLVER, "rho": 5.0}))
+    assert again.missing_chunks() == [0, 2, 3]
+
+
+def test_store_from_before_grids_opens_as_uniform_and_keeps_its_digest(tmp_path):
+    uri = str(tmp_path / "old.zarr")
+    store = PairStore.create(uri, **store_kwargs())
+    fill_with_index(store)
+    # Rewrite the attrs the way the format stored them before "grid" and "rho" existed.
+    g = zarr.open_group(uri, mode="r+")
+    old_solver = {k: v for k, v in g.attrs["solver"].items() if k not in ("grid", "rho")}
+    g.attrs["solver"] = old_solver
+    old = PairStore.open(uri, mode="r+")
+    digest = old.finalize()
+    assert PairStore.open(uri).attrs["solver"] == old_solver  # nothing filled in on disk
+    assert old.solver["grid"] == "uniform" and old.solver["rho"] == 2.0
+    # Resume: the defaults match the old store; a real change is still refused.
+    assert PairStore.open_or_create(uri, **store_kwargs()).compute_digest() == digest
+    with pytest.raises(PairStoreError, match=r"store has .*'method': 'rk4'.*asks for .*'ends'"):
+        PairStore.open_or_create(uri, **store_kwargs(solver={**SOLVER, "grid": "ends"}))
+    # The digest is over the attrs as stored, so adding keys did not change it.
+    new = str(tmp_path / "new.zarr")
+    fresh = PairStore.create(new, **store_kwargs())
+    fill_with_index(fresh)
+    assert fresh.finalize() != digest
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
@@ -163,6 +208,14 @@ def test_resume_with_the_same_recipe_keeps_the_done_chunks(tmp_path):
         ({"solver": {"steps": 3}}, "solver must be a dict with a str 'method'"),
         ({"solver": {"method": "rk4", "steps": 0}}, "solver\\['steps'\\] must be a positive"),
         ({"solver": {"method": "rk4", "tol": 1}}, "solver must be a dict"),
+        (
+            {"solver": {"method": "rk4", "steps": 4, "grid": "log"}},
+            "solver\\['grid'\\] must be one of",
+        ),
+        ({"solver": {"method": "rk4", "steps": 4, "rho": 0}}, "solver\\['rho'\\] must be a finite"),
+        ({"solver": {"method": "rk4", "steps": 4, "rho": "2"}}, "solver\\['rho'\\] must be"),
+        ({"solver": {"method": "dopri5", "grid": "ends"}}, "'dopri5' is adaptive"),
+        ({"solver": {"method": "rk4", "grid": "cosine"}}, "needs solver\\['steps'\\]"),
         ({"source": {"model_id": "m"}}, "source must be a dict with a str 'checkpoint_sha256'"),
     ],
 )
@@ -246,3 +299,19 @@ def test_file_url_is_the_same_store_as_the_path(tmp_path):
 def test_format_ranges():
     assert format_ranges([8, 0, 1, 2, 5, 7]) == "0-2, 5, 7-8"
     assert format_ranges([]) == "" and format_ranges([4]) == "4"
+
+
+def test_read_into_given_buffers(tmp_path):
+    store = PairStore.create(str(tmp_path / "p.zarr"), **store_kwargs(n=30, chunk=8))
+    fill_with_index(store)
+    out = [np.zeros((6, 2), np.float32), np.zeros((6, 2), np.float32), np.zeros(6, np.int64)]
+    got = store.read_chunk(3, out=out)
+    assert all(g is o for g, o in zip(got, out, strict=True))
+    for a, b in zip(out, store.read_chunk(3), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(PairStoreError, match=r"out must be C-contiguous .* for chunk 2"):
+        store.read_chunk(2, out=out)  # chunk 2 is 8 long
+    with pytest.raises(PairStoreError, match="out must be"):
+        store.read_chunk(3, out=[out[0], out[1], out[2].astype(np.int32)])
+    with pytest.raises(PairStoreError, match="out must be"):
+        store.read_chunk(3, out=[np.zeros((2, 12), np.float32)[:, ::2], out[1], out[2]])

@@ -108,10 +108,21 @@ def test_memory_is_bounded_by_the_buffer(finished):
     reads = []
     stream._store = PairStore.open(finished)
     original = stream._store.read_chunk
-    stream._store.read_chunk = lambda i: reads.append(i) or original(i)
+    stream._store.read_chunk = lambda i, **kw: reads.append(i) or original(i, **kw)
     for n_batches, _ in enumerate(stream, 1):
         # Samples read so far minus samples delivered is what the buffer holds.
         held = sum(min(CHUNK, N - i * CHUNK) for i in reads) - 5 * n_batches
         assert held <= 2 * CHUNK + 5
     assert sorted(reads) == list(range(13))
     assert np.unique(reads).size == len(reads)
+
+
+def test_batches_do_not_alias_the_reused_buffer(finished):
+    """Batches kept past a buffer refill still hold their own pairs (the pool is overwritten)."""
+    kept = list(PairStream(finished, batch_size=7, buffer_chunks=1))
+    ids = []
+    for x0, x1, y in kept:
+        torch.testing.assert_close(x1, 2 * x0 + 1)
+        assert torch.equal(y, x0[:, 0].long() % 3)
+        ids += x0[:, 0].long().tolist()
+    assert sorted(ids) == list(range(N))
