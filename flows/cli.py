@@ -1,0 +1,272 @@
+"""``rectiflow``: run the pipeline or one stage from a config file; inspect lineage and stores.
+
+rectiflow run configs/mnist5k.yaml            # the whole pipeline (also `make run`)
+rectiflow train-base configs/toy2d.yaml
+rectiflow generate configs/toy2d.yaml --model models:/toy2d-1rf/1 [--store runs/stores/x.zarr]
+rectiflow train-reflow configs/toy2d.yaml --store runs/stores/x.zarr
+rectiflow evaluate configs/toy2d.yaml --model m-... --model m-...
+rectiflow lineage MODEL_OR_STORE
+rectiflow compare RUN_OR_MODEL ...              # evaluation metrics side by side
+rectiflow pairs status|verify STORE
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+# The first flow call starts a temporary Prefect server; on a busy machine it needs longer than
+# Prefect's default 20 s. Set before prefect is imported.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+
+from flows.cli_pairs import pairs_app
+from flows.config import PipelineConfig, load_config
+from tasks import progress as progress_hooks
+
+app = typer.Typer(
+    help="Rectified Flow pipeline: train, generate pairs, reflow, evaluate (Prefect + MLflow).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(pairs_app, name="pairs")
+console = Console(stderr=True)
+
+
+def _config(path: Path, runs_dir: Path | None, fresh: bool) -> PipelineConfig:
+    try:
+        cfg = load_config(path)
+        if runs_dir is not None or fresh:
+            data = cfg.model_dump(mode="json")
+            data["runs_dir"] = str(runs_dir) if runs_dir is not None else data["runs_dir"]
+            data["resume"] = data["resume"] and not fresh
+            cfg = load_config(data)
+    except ValueError as e:
+        _err(str(e))
+        raise typer.Exit(2) from None
+    return cfg
+
+
+def _err(msg: str) -> None:
+    console.print("[red]error:[/red] ", end="")
+    console.print(msg, markup=False, highlight=False, soft_wrap=True)  # paths stay greppable
+
+
+class _Bars:
+    """Rich progress bars fed by tasks.progress listeners (training steps, generated chunks)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=console
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, key: str, done: float, total: float, description: str) -> None:
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(description, total=total)
+        self.progress.update(self.tasks[key], completed=done, description=description)
+
+    def __enter__(self) -> _Bars:
+        self.progress.start()
+        progress_hooks.add_listener(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        progress_hooks.remove_listener(self)
+        self.progress.stop()
+
+
+def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a flow with progress bars; turn errors into a short message and exit code 1."""
+    try:
+        with _Bars():
+            return fn(*args, **kwargs)
+    except ValueError as e:  # bad arguments: found before any work started
+        _err(str(e))
+        raise typer.Exit(2) from None
+    except Exception as e:
+        _err(f"{type(e).__name__}: {e}")
+        raise typer.Exit(1) from None
+
+
+def summary_table(rows: list[dict[str, Any]]) -> Table:
+    """Models as rows, Euler NFE (and dopri5) as columns, the quality metric in the cells."""
+    metric = "fd" if any(r.get("fd") is not None for r in rows) else "swd"
+    settings = list(dict.fromkeys((r["solver"], r["steps"]) for r in rows))
+    label = "Fréchet distance (classifier features)" if metric == "fd" else "sliced Wasserstein"
+    table = Table(title=f"{label}, lower is better")
+    table.add_column("model")
+    for solver, steps in settings:
+        table.add_column(f"NFE {steps}" if steps else f"{solver} (adaptive)", justify="right")
+    table.add_column("straightness", justify="right")
+    for model in dict.fromkeys(r["model"] for r in rows):
+        cells = {(r["solver"], r["steps"]): r for r in rows if r["model"] == model}
+        values = []
+        for key in settings:
+            r = cells.get(key)
+            text = "–" if r is None or r[metric] is None else f"{r[metric]:.4g}"
+            if r is not None and key[1] is None:
+                text += f" ({r['nfe']} NFE)"
+            values.append(text)
+        table.add_row(model, *values, f"{next(iter(cells.values()))['straightness']:.4g}")
+    return table
+
+
+def _ui_hints(cfg: PipelineConfig) -> None:
+    from storage.tracking import ui_command
+
+    out = Console(soft_wrap=True)  # commands must stay copy-pasteable on one line
+    out.print("\nOpen the results:")
+    out.print(f"  MLflow:  {ui_command(cfg.runs_dir)}   then http://127.0.0.1:5000")
+    out.print("  Prefect: prefect server start   then http://127.0.0.1:4200")
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="pipeline YAML, e.g. configs/mnist5k.yaml"),
+    runs_dir: Path | None = typer.Option(None, help="override the config's runs folder"),
+    fresh: bool = typer.Option(False, help="retrain everything instead of reusing stages"),
+) -> None:
+    """Run the whole pipeline: 1-RF, (pairs, reflow) x rounds, evaluation."""
+    from flows.pipeline import pipeline
+
+    cfg = _config(config, runs_dir, fresh)
+    start = time.perf_counter()
+    result = _call(pipeline, cfg)
+    out = Console()
+    out.print(summary_table(result["rows"]))
+    for m in result["models"]:
+        out.print(f"  {m['name']}: {m['registered']}  ({m['uri']})")
+    out.print(f"pipeline finished in {time.perf_counter() - start:.0f} s")
+    _ui_hints(cfg)
+
+
+@app.command("train-base")
+def train_base_cmd(config: Path, runs_dir: Path | None = None, fresh: bool = False) -> None:
+    """Train 1-RF on the config's dataset."""
+    from flows.train import train_base
+
+    ref = _call(train_base, _config(config, runs_dir, fresh))
+    Console().print(f"1-RF: {ref.registered} {ref.uri}")
+
+
+@app.command()
+def generate(
+    config: Path,
+    model: str = typer.Option(..., help="checkpoint path, m-<id> or models:/<name>/<version>"),
+    store: str | None = typer.Option(None, help="pair store URI; the same URI resumes"),
+    runs_dir: Path | None = None,
+) -> None:
+    """Generate (or resume) a pair store from a model."""
+    from flows.generate import generate_pairs
+
+    res = _call(generate_pairs, _config(config, runs_dir, False), model=model, store=store)
+    Console().print(f"pair set {res['uri']} complete: n={res['n']} digest {res['digest']}")
+
+
+@app.command("train-reflow")
+def train_reflow_cmd(
+    config: Path,
+    store: str = typer.Option(..., help="complete pair store to train on"),
+    init_model: str | None = typer.Option(None, help="model to start from (default: source)"),
+    runs_dir: Path | None = None,
+    fresh: bool = False,
+) -> None:
+    """Train (k+1)-RF on a pair store generated by k-RF."""
+    from flows.train import train_reflow
+
+    ref = _call(train_reflow, _config(config, runs_dir, fresh), store=store, init_model=init_model)
+    Console().print(f"{ref.k}-RF: {ref.registered} {ref.uri}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    config: Path,
+    model: list[str] = typer.Option(..., help="model to evaluate (repeat for several)"),
+    runs_dir: Path | None = None,
+) -> None:
+    """NFE sweep of one or more models from the same noise."""
+    from flows.evaluate import evaluate
+
+    cfg = _config(config, runs_dir, False)
+    res = _call(evaluate, cfg, models=model)
+    Console().print(summary_table(res["rows"]))
+
+
+@app.command()
+def lineage(
+    target: str = typer.Argument(..., metavar="MODEL_OR_STORE"),
+    runs_dir: Path = typer.Option(Path("runs"), help="runs folder holding mlflow.db"),
+) -> None:
+    """Print the chain: models, pair sets built from them, models trained on those, metrics."""
+    from flows.lineage import lineage_of, render
+    from storage import tracking
+
+    tracking.configure(runs_dir)
+    try:
+        lin = lineage_of(target)
+    except ValueError as e:
+        _err(str(e))
+        raise typer.Exit(2) from None
+    out = Console(soft_wrap=True, highlight=False)  # long ids and URIs stay on one line
+    for line in render(lin):
+        out.print(line)
+
+
+_FAMILIES = ("fd", "swd", "class_acc", "nfe", "straightness")
+
+
+def _metric_order(key: str) -> tuple[int, int, str]:
+    """Column order: fd/euler_1 < fd/euler_2 < fd/dopri5 < swd < class_acc < nfe < straightness."""
+    family, _, setting = key.partition("/")
+    rank = _FAMILIES.index(family) if family in _FAMILIES else len(_FAMILIES)
+    steps = re.fullmatch(r"[a-z0-9]+_(\d+)", setting)
+    return rank, int(steps.group(1)) if steps else 10**6, key
+
+
+def format_metric(value: float) -> str:
+    """How ``compare`` prints a metric (also what its test parses back)."""
+    return f"{value:.6g}"
+
+
+def compare_table(evals: list[Any]) -> Table:
+    """One row per (model, evaluation run), one column per metric any of them logged."""
+    keys = sorted({k for e in evals for k in e.metrics}, key=_metric_order)
+    table = Table(title="evaluation metrics (fd, swd: lower is better)")
+    for col in ("model", "model id", "evaluation run"):
+        table.add_column(col, no_wrap=True)
+    for k in keys:
+        table.add_column(k, justify="right", no_wrap=True)
+    for e in evals:
+        cells = [format_metric(e.metrics[k]) if k in e.metrics else "–" for k in keys]
+        table.add_row(e.name, e.model_id, e.run_id, *cells)
+    return table
+
+
+@app.command()
+def compare(
+    targets: list[str] = typer.Argument(..., metavar="RUN_OR_MODEL..."),
+    runs_dir: Path = typer.Option(Path("runs"), help="runs folder holding mlflow.db"),
+) -> None:
+    """Evaluation metrics of models or pipeline runs side by side (a pipeline run expands to
+    every model it evaluated)."""
+    from storage import tracking
+
+    tracking.configure(runs_dir)
+    try:
+        evals = [e for t in targets for e in tracking.evaluations(t)]
+    except ValueError as e:
+        _err(str(e))
+        raise typer.Exit(2) from None
+    Console(width=max(200, Console().width)).print(compare_table(evals))
+
+
+if __name__ == "__main__":
+    app()

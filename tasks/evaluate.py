@@ -1,0 +1,159 @@
+"""Evaluation task: the NFE sweep of every model of a run, scored, plotted into files."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from rf_core.training import load_checkpoint
+from tasks.data import TOYS, load_data
+
+CLASSIFIER_STEPS = 300
+CLASSIFIER_SEED = 0  # one classifier per dataset, whatever the evaluation seed
+
+
+def classifier_key(
+    dataset: str, root: str | None, steps: int = CLASSIFIER_STEPS, seed: int = CLASSIFIER_SEED
+) -> tuple[str, str]:
+    """(key, data digest) naming the classifier trained on ``dataset``'s train split.
+
+    The data digest is a sha256 of the training images and labels, so a changed dataset file
+    never reuses a stale classifier; the key adds the training settings.
+    """
+    x, y = load_data(dataset, "train", root=root)
+    h = hashlib.sha256()
+    for t in (x, y):
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    data_digest = h.hexdigest()
+    blob = json.dumps({"dataset": dataset, "data": data_digest, "steps": steps, "seed": seed})
+    return hashlib.sha256(blob.encode()).hexdigest(), data_digest
+
+
+@task(cache_policy=NO_CACHE)
+def train_or_load_classifier(
+    dataset: str,
+    root: str | None,
+    cache_dir: str,
+    key: str,
+    steps: int = CLASSIFIER_STEPS,
+    seed: int = CLASSIFIER_SEED,
+    device: str = "cpu",
+) -> str:
+    """Path of the classifier with ``key`` in the local cache, trained first if missing.
+
+    The cache is the fast path on one machine; MLflow's registry (see flows.evaluate) is what
+    makes later runs anywhere reuse the classifier.
+    """
+    from rf_core.classifier import save_classifier, train_classifier
+
+    path = Path(cache_dir) / f"classifier-{dataset}-{key[:16]}.pt"
+    if not path.is_file():
+        x, y = load_data(dataset, "train", root=root)
+        clf = train_classifier(x, y, steps=steps, seed=seed, device=device)
+        # A concurrent run may have cached it first: same data and seed, same weights.
+        with contextlib.suppress(FileExistsError):
+            save_classifier(path, clf, extra={"dataset": dataset, "steps": steps, "key": key})
+    return str(path)
+
+
+def build_scorer(
+    dataset: str,
+    root: str | None,
+    seed: int,
+    cache_dir: Path,
+    device: str,
+    classifier: str | None = None,
+):
+    """Toys: sliced Wasserstein to fresh samples. Images: Fréchet distance in the features of a
+    digit classifier trained once per dataset on the train split (``classifier``: its checkpoint;
+    default: the local cache in ``cache_dir``, trained there if missing)."""
+    from rf_core.evaluate import make_scorer
+
+    if dataset in TOYS:
+        return make_scorer("toy", toy_name=dataset, seed=seed)
+    from rf_core.classifier import load_classifier
+    from rf_core.frechet import FrechetEvaluator
+
+    if classifier is None:
+        key, _ = classifier_key(dataset, root)
+        classifier = train_or_load_classifier.fn(dataset, root, str(cache_dir), key, device=device)
+    clf, _ = load_classifier(classifier, map_location=device)
+    real, _ = load_data(dataset, "test", root=root)
+    return make_scorer("image", evaluator=FrechetEvaluator(clf, real))
+
+
+def metric_name(row: Any, field: str) -> str:
+    setting = row.solver if row.steps is None else f"{row.solver}_{row.steps}"
+    return f"{field}/{setting}"
+
+
+def row_metrics(rows: list[Any]) -> dict[str, float]:
+    """Flat MLflow metrics of one model's rows, e.g. {"fd/euler_1": .., "nfe/dopri5": ..}."""
+    out: dict[str, float] = {}
+    for r in rows:
+        for field in dataclasses.fields(r):
+            value = getattr(r, field.name)
+            if field.name in ("model", "solver", "steps") or value is None:
+                continue
+            # Straightness is a property of the model, the same in each of its rows.
+            name = field.name if field.name == "straightness" else metric_name(r, field.name)
+            out[name] = float(value)
+    return out
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate_models(
+    checkpoints: dict[str, str],
+    dataset: str,
+    out_dir: str,
+    *,
+    root: str | None = None,
+    steps: tuple[int, ...] = (1, 2, 4, 8),
+    adaptive: bool = True,
+    n_samples: int = 1000,
+    batch_size: int | None = None,
+    seed: int = 1234,
+    device: str = "cpu",
+    classifier: str | None = None,
+) -> dict[str, Any]:
+    """Sweep NFE for every model from the same noise and labels; write plots into ``out_dir``.
+
+    Args:
+        checkpoints: {model name (e.g. "1rf"): checkpoint path}.
+        dataset: dataset name (decides the scorer).
+        classifier: image datasets: checkpoint of the Fréchet classifier (default: local cache).
+
+    Returns:
+        {"rows": [EvalRow as dict], "metrics": {name: {metric: value}}, "figures": [paths]}.
+    """
+    from rf_core.evaluate import nfe_sweep, sweep_inputs
+    from tasks.plots import plot_quality, plot_samples
+
+    models = {name: load_checkpoint(p, map_location=device)[0] for name, p in checkpoints.items()}
+    cfg = next(iter(models.values())).config
+    x0, y = sweep_inputs(cfg.data_shape, n_samples, cfg.num_classes, seed)
+    cache = Path(out_dir).parent / "classifiers"
+    scorer = build_scorer(dataset, root, seed, cache, device, classifier)
+    with torch.random.fork_rng():
+        rows, samples = nfe_sweep(
+            models, x0.to(device), y.to(device), scorer, steps, adaptive, batch_size
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = [plot_quality(rows, out / "quality_vs_nfe.png")]
+    figures += plot_samples(samples, out, dataset in TOYS)
+    per_model = {n: row_metrics([r for r in rows if r.model == n]) for n in models}
+    return {
+        "rows": [dataclasses.asdict(r) for r in rows],
+        "metrics": per_model,
+        "figures": [str(f) for f in figures],
+    }

@@ -1,0 +1,68 @@
+"""Pipeline configs: every shipped YAML validates; bad fields are named; paths become absolute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.config import PipelineConfig, load_config
+from tests.conftest import tiny_config_dict
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def test_all_shipped_configs_exist_and_validate():
+    names = {p.stem for p in CONFIGS}
+    assert {"toy2d", "mnist5k", "mnist", "fashion", "cifar10"} <= names
+    for path in CONFIGS:
+        cfg = load_config(path)
+        assert cfg.name == path.stem and Path(cfg.runs_dir).is_absolute()
+        assert cfg.testing.fail_shards == {} and cfg.testing.chunk_delay_s == 0
+        assert not cfg.distill.enabled  # "+distill" is opt-in
+
+
+def test_relative_runs_dir_is_made_absolute_against_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(tiny_config_dict(Path("r")))
+    assert cfg.runs_dir == str(tmp_path / "r")
+    assert load_config(cfg.model_dump(mode="json")) == cfg  # round-trips (deployment params)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"model.num_classes": 10}, "model.num_classes must be 0 for 2-D toy"),
+        ({"devices": ["tpu:0"]}, "devices must be 'auto'"),
+        ({"name": "bad name!"}, "name"),
+        ({"runs_dir": "s3://bucket/runs"}, "runs_dir must be a local directory"),
+        ({"pairs.solver": {"method": "rk45"}}, "method 'rk45' is not a solver"),
+        ({"pairs.solver": {"method": "dopri5", "steps": 4}}, "takes rtol/atol, not steps"),
+        ({"evaluate.steps": [0, 2]}, "evaluate.steps"),
+        ({"testing.chunk_delay_s": -1}, "testing.chunk_delay_s"),
+        ({"distill.enabled": True, "reflow.rounds": 0}, "distill.enabled needs reflow.rounds"),
+        ({"distill.ema_decay": 1.0}, "distill.ema_decay"),
+    ],
+)
+def test_invalid_fields_are_named(override, message, tmp_path):
+    with pytest.raises(ValueError, match="invalid config") as err:
+        load_config(tiny_config_dict(tmp_path, **override))
+    assert message in str(err.value)
+
+
+def test_config_is_frozen(tmp_path):
+    cfg = load_config(tiny_config_dict(tmp_path))
+    with pytest.raises(ValueError):
+        cfg.seed = 3
+    assert isinstance(cfg, PipelineConfig)
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ValueError, match=r"broken\.yaml is not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        load_config(listy)
