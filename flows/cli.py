@@ -4,6 +4,7 @@ rectiflow run configs/mnist5k.yaml            # the whole pipeline (also `make r
 rectiflow train-base configs/toy2d.yaml
 rectiflow generate configs/toy2d.yaml --model models:/toy2d-1rf/1 [--store runs/stores/x.zarr]
 rectiflow train-reflow configs/toy2d.yaml --store runs/stores/x.zarr
+rectiflow distill configs/toy2d.yaml --store runs/stores/x.zarr --init-model models:/toy2d-2rf/1
 rectiflow evaluate configs/toy2d.yaml --model m-... --model m-...
 rectiflow lineage MODEL_OR_STORE
 rectiflow compare RUN_OR_MODEL ...              # evaluation metrics side by side
@@ -184,6 +185,22 @@ def train_reflow_cmd(
 
     ref = _call(train_reflow, _config(config, runs_dir, fresh), store=store, init_model=init_model)
     Console().print(f"{ref.k}-RF: {ref.registered} {ref.uri}")
+
+
+@app.command("distill")
+def distill_cmd(
+    config: Path,
+    store: str = typer.Option(..., help="complete pair store to train on"),
+    init_model: str = typer.Option(..., help="the k-RF model to distill (and start from)"),
+    runs_dir: Path | None = None,
+    fresh: bool = False,
+) -> None:
+    """Distill k-RF into a 1-step model on a pair store (the config's distill section)."""
+    from flows.train import train_distill
+
+    cfg = _config(config, runs_dir, fresh)
+    ref = _call(train_distill, cfg, store=store, init_model=init_model)
+    Console().print(f"{ref.name}: {ref.registered} {ref.uri}")
 
 
 @app.command("evaluate")

@@ -5,7 +5,10 @@ a nested run per stage (tagged with the Prefect flow-run id). Every trained mode
 registered as ``<experiment>-<k>rf`` with a plain checkpoint stored beside it (``extra_files/``),
 which is what generation loads (``torch.load(weights_only=True)``). Pair sets are metadata-only
 datasets named by their store URI and carrying the store digest: context "generated" on the run that
-wrote them, "training" on the runs that trained on them.
+wrote them, "training" on the runs that trained on them. A distilled 1-step model is logged like a
+reflow model, as ``<experiment>-<k>rf-distill``. The Fréchet classifier of an image dataset is
+registered once as ``<dataset>-classifier`` and found again by its training-data digest; each
+evaluation run is tagged with the version it used.
 """
 
 from __future__ import annotations

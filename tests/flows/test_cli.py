@@ -67,6 +67,10 @@ def test_train_reflow_refuses_incomplete_store(prefect_api, tiny_yaml, runs_dir)
     result = CliRunner().invoke(app, ["train-reflow", str(tiny_yaml), "--store", store.uri])
     assert result.exit_code == 2
     assert "store: pair store" in result.output and "not complete" in result.output
+    args = ["distill", str(tiny_yaml), "--store", store.uri, "--init-model", "m-feed"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "store: pair store" in result.output and "not complete" in result.output
 
 
 def _env(api_url: str) -> dict[str, str]:

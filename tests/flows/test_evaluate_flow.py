@@ -59,7 +59,7 @@ def test_classifier_is_registered_once_and_reused(prefect_api, runs_dir, image_m
     assert run2.data.tags[tracking.TAG_CLF_VERSION] == "mnist5k-classifier/1"
     assert not run2.outputs.model_outputs and not cache.exists()
     versions = mlflow.MlflowClient().search_model_versions("name = 'mnist5k-classifier'")
-    assert [v.version for v in versions] == ["1"]
+    assert [int(v.version) for v in versions] == [1]
     # Same classifier, same seed: identical numbers.
     m1, m2 = run1.data.metrics, run2.data.metrics
     assert m1["1rf/fd/euler_1"] == m2["1rf/fd/euler_1"] and "1rf/class_acc/euler_1" not in m1

@@ -131,3 +131,53 @@ def test_pair_set_lineage_queries(exp, ckpt, tmp_path):
     assert inits == [base.model_id] and [s.digest for s in sets] == [digest[:32]]
     assert tracking.model_metrics(second.model_id) == {"fd/euler_1": 3.5}
     assert tracking.model_metrics(base.model_id) == {}
+
+
+def test_evaluations_per_run_and_per_model(exp, ckpt):
+    model, path = ckpt
+    sha = checkpoint_sha256(path)
+    with tracking.stage_run(exp, "pipeline") as parent:
+        with tracking.stage_run(exp, "train_base") as train_run:
+            a = tracking.log_trained_model(model, path, sha, "unit-1rf", 1, fmt="pickle")
+        with tracking.stage_run(exp, "distill") as distill_run:
+            b = tracking.log_trained_model(model, path, sha, "u-d", 1, "pickle", distilled=True)
+        with tracking.stage_run(exp, "evaluate") as ev1:
+            for ref, fd in ((a, 2.0), (b, 1.5)):
+                tracking.log_model_input(ref.model_id)
+                tracking.log_model_metrics({"fd/euler_1": fd, "nfe/dopri5": 20.0}, ref.model_id)
+    with tracking.stage_run(exp, "evaluate") as ev2:  # a later, separate evaluation of ``a``
+        tracking.log_model_input(a.model_id)
+        tracking.log_model_metrics({"fd/euler_1": 1.0}, a.model_id)
+
+    assert b.distilled and tracking.model_ref(b.model_id).distilled and b.name == "1rf-distill"
+    # A pipeline run expands to what its own evaluate stage logged, not later evaluations.
+    got = {e.model_id: e for e in tracking.evaluations(parent)}
+    assert got[a.model_id].metrics == {"fd/euler_1": 2.0, "nfe/dopri5": 20.0}
+    assert got[b.model_id].name == "1rf-distill" and got[b.model_id].run_id == ev1
+    # A model, or the run that trained it, gives its latest evaluation.
+    for ref in (a.model_id, f"models:/{a.model_id}", "models:/unit-1rf/1", train_run):
+        (e,) = tracking.evaluations(ref)
+        assert (e.run_id, e.metrics) == (ev2, {"fd/euler_1": 1.0})
+    (e,) = tracking.evaluations(distill_run)
+    assert e.metrics["fd/euler_1"] == 1.5
+    # Unknown ids and runs without evaluation metrics are errors naming the argument.
+    with tracking.stage_run(exp, "train_base") as bare:
+        pass
+    for bad, msg in (("nope", "neither a model"), ("m-nope", "cannot resolve"), (bare, "no eval")):
+        with pytest.raises(ValueError, match=f"RUN_OR_MODEL: .*{msg}"):
+            tracking.evaluations(bad)
+
+
+def test_classifier_registry_lookup_by_key(exp, tmp_path):
+    from rf_core.classifier import DigitClassifier, save_classifier
+
+    assert tracking.find_classifier("mnist5k", "k1") is None  # nothing registered yet
+    clf = DigitClassifier((1, 28, 28), 10, 8, 16)
+    path = save_classifier(tmp_path / "clf.pt", clf)
+    with tracking.stage_run(exp, "evaluate"):
+        ref = tracking.log_classifier(clf, path, "mnist5k", "k1", "d" * 64)
+    assert ref.registered == "mnist5k-classifier/1"
+    assert checkpoint_sha256(ref.checkpoint) == checkpoint_sha256(path)
+    assert tracking.find_classifier("mnist5k", "k1") == ref
+    assert tracking.find_classifier("mnist5k", "k2") is None
+    assert tracking.find_classifier("fashion", "k1") is None
