@@ -37,6 +37,7 @@ from benchmarks.common import (
     timed,
     write_section,
 )
+from flows.config import load_config
 from rf_core.config import ModelConfig, TrainConfig
 from rf_core.data import load_mnist5k
 from rf_core.models import build_model
@@ -52,13 +53,17 @@ from rf_core.training import (
 from storage.generate import chunk_inputs, generate_chunks
 from storage.pairstore import PairStore
 
-MNIST_MODEL = ModelConfig(
-    kind="unet", data_shape=(1, 28, 28), num_classes=10, base_channels=32, channel_mult=(1, 2)
-)
+PIPELINE_CONFIG = ROOT / "configs" / "mnist5k.yaml"
+# The pipeline's own MNIST-5k model (a patch-2 U-Net, base 16), so the timings and NFE are those
+# of the model `make run` generates pairs with; 1-RF trained for a shorter budget than the
+# pipeline's 2,500 steps x 128 so a first run (with training) stays within minutes on 2 cores.
+MNIST_MODEL = load_config(PIPELINE_CONFIG).model
 TINY_MODEL = ModelConfig(
     kind="unet", data_shape=(1, 8, 8), num_classes=10, base_channels=8, channel_mult=(1,)
 )
-BENCH_TRAIN = TrainConfig(steps=100, batch_size=32, lr=2e-3, ema_decay=0.97, log_every=25)
+# lr as the pipeline's base stage; EMA decay 0.99 rather than 0.999 because 400 steps are too
+# few for a 0.999 average to forget the random initialisation.
+BENCH_TRAIN = TrainConfig(steps=400, batch_size=64, lr=2e-3, ema_decay=0.99, log_every=50)
 SEED_SOLVER = {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5}
 REF_TOL = 1e-7
 
@@ -103,15 +108,20 @@ class PairRow:
 
 
 def candidates() -> list[Setting]:
-    """Settings screened against the reference: fixed-step solvers x step counts x grids."""
-    out = [Setting("euler", 32), Setting("midpoint", 8), Setting("midpoint", 16)]
-    out.append(Setting("heun2", 8))
-    for steps in (4, 6, 8):
+    """Settings screened against the reference: fixed-step solvers x step counts x grids.
+
+    The grids are the two that led an earlier screen at rk4 x 4 (ends rho=1.5, then end rho=2;
+    cosine and start were behind them), so the CPU run stays within minutes; 2nd-order solvers
+    get 2-3x the steps of rk4 for similar NFE.
+    """
+    out = [Setting("midpoint", n) for n in (16, 24, 32, 48)]
+    out += [Setting("heun2", n) for n in (16, 24)]
+    for steps in (6, 8, 10, 12, 16):
         out.append(Setting("rk4", steps))
-        out += [Setting("rk4", steps, grid=g) for g in ("cosine", "end", "start")]
         out.append(Setting("rk4", steps, grid="ends", rho=1.5))
-    out.append(Setting("rk4", 12))
-    out += [Setting("dopri5", tol=t) for t in (1e-3, 1e-4)] + [Setting("bosh3", tol=1e-3)]
+        out.append(Setting("rk4", steps, grid="end", rho=2.0))
+    out += [Setting("rk4", 20), Setting("rk4", 20, grid="ends", rho=1.5)]
+    out += [Setting("dopri5", tol=t) for t in (1e-3, 1e-4)]
     return out
 
 
@@ -206,15 +216,24 @@ def store_inputs(store: PairStore) -> tuple[Tensor, Tensor]:
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def forward_rate(model: nn.Module, batch: int, cfg: ModelConfig, reps: int = 3) -> float:
-    """Model forward images/s at ``batch`` under inference_mode (median of ``reps`` calls)."""
+def forward_rate(
+    model: nn.Module, batch: int, cfg: ModelConfig, reps: int = 5, min_s: float = 1.0
+) -> float:
+    """Model forward images/s at ``batch`` under inference_mode: the fastest of the calls.
+
+    At least ``reps`` calls and at least ``min_s`` seconds of them. The fastest call, not the
+    median, is the physical limit that efficiency is measured against: on a shared machine a
+    median taken in a busy moment made efficiencies read above 1.
+    """
     g = torch.Generator().manual_seed(1)
     x = torch.randn((batch, *cfg.data_shape), generator=g)
     t, y = torch.rand(batch, generator=g), torch.randint(0, max(cfg.num_classes, 1), (batch,))
+    times: list[float] = []
     with torch.inference_mode():
         model(x, t, y)  # warm-up (allocator, oneDNN primitive cache)
-        times = [timed(lambda: model(x, t, y))[0] for _ in range(reps)]
-    return batch / median(times)
+        while len(times) < reps or sum(times) < min_s:
+            times.append(timed(lambda: model(x, t, y))[0])
+    return batch / min(times)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,21 +266,24 @@ class PairgenResult:
 
 
 def store_solver(s: Setting, batch: int) -> dict:
-    """The pair store's solver dict for a setting (uniform grids only: stores have no grid key)."""
+    """The pair store's solver dict for a setting (storage.layout.SOLVER_KEYS).
+
+    Uniform grids leave ``grid``/``rho`` out (the store's defaults); ``rho`` is written only for
+    the grids whose points depend on it.
+    """
     if s.method in ADAPTIVE_METHODS:
         return {"method": s.method, "rtol": s.tol, "atol": s.tol, "batch_size": batch}
+    out = {"method": s.method, "steps": s.steps, "batch_size": batch}
     if s.grid != "uniform":
-        raise ValueError(f"{s.name}: a pair store's solver dict cannot express grid={s.grid!r}")
-    return {"method": s.method, "steps": s.steps, "batch_size": batch}
+        out["grid"] = s.grid
+        if s.grid in ("ends", "end", "start"):
+            out["rho"] = s.rho
+    return out
 
 
 def choose_default(screen: list[PairRow], settings: list[Setting], max_error: float):
-    """The cheapest store-expressible setting within ``max_error``: fewest NFE, then fastest."""
-    ok = [
-        (row, s)
-        for row, s in zip(screen, settings, strict=True)
-        if row.pair_error <= max_error and (s.method in ADAPTIVE_METHODS or s.grid == "uniform")
-    ]
+    """The cheapest setting within ``max_error``: fewest NFE per pair, then the fastest."""
+    ok = [(row, s) for row, s in zip(screen, settings, strict=True) if row.pair_error <= max_error]
     if not ok:
         return None, None
     return min(ok, key=lambda rs: (rs[0].nfe_per_pair, -rs[0].pairs_per_s))
@@ -346,7 +368,8 @@ def run(
         model: the trained 1-RF velocity field (CPU).
         cfg: its ModelConfig.
         n_pairs: pairs per measurement (all settings solve the same ``n_pairs`` noise draws).
-        batch: samples per solve (the seed recipe uses min(256, n_pairs) as in the seed).
+        batch: samples per solve (the seed recipe uses batches of 256 as in the seed; with
+            fewer pairs than 256 that is one batch of all ``n_pairs``).
         rounds: interleaved timing rounds of the seed recipe vs the default (A, B, A, B, ...).
         settings: candidates to screen; default :func:`candidates`.
         try_compile: also measure torch.compile's forward throughput.
@@ -476,7 +499,23 @@ def render(res: PairgenResult, command: str, model_note: str, device: str = "cpu
         "",
     ]
     if res.default is None:
-        lines += ["No store-expressible setting reached the seed's own pair error.", ""]
+        lines += ["No screened setting reached the seed's own pair error.", ""]
+    else:
+        solver = store_solver(res.default_setting, res.batch)
+        solver.pop("batch_size")
+        lines += [
+            f"**Chosen default**: `{json.dumps(solver)}` — the fewest NFE per pair (then the "
+            f"fastest) among the screened settings whose pair error is ≤ the seed recipe's "
+            f"{res.seed.pair_error:.2e}; {res.default.speedup:.1f}× the seed's pairs/s at "
+            f"efficiency {res.default.efficiency:.2f}.",
+            "",
+        ]
+    if res.n_pairs < 256:
+        lines += [
+            f"The seed recipe solves batches of 256; with {res.n_pairs} pairs that is one batch "
+            f"of all {res.seed.batch} (as are the screen's solves: batch {res.batch}).",
+            "",
+        ]
     lines += [
         "**Screen** (one in-memory `solve_ode` run per setting; speedup vs the seed's first run):",
         "",
@@ -499,9 +538,12 @@ def to_json(res: PairgenResult) -> dict:
 def main(argv: list[str] | None = None) -> PairgenResult:
     """CLI entry; see the module docstring."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.pairgen", description=__doc__)
-    p.add_argument("--pairs", type=int, default=32, help="pairs per setting (default 32)")
+    # 256 pairs = one seed-recipe batch of 256 (the issue's spec). The dopri5 1e-7 reference
+    # costs > 1000 NFE per pair; on this patch-2 model the whole run still takes a few minutes
+    # on 2 CPU cores. Fewer pairs let one hard sample dominate the RMS pair error.
+    p.add_argument("--pairs", type=int, default=256, help="pairs per setting (default 256)")
     p.add_argument("--batch", type=int, default=None, help="samples per solve (default: pairs)")
-    p.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     p.add_argument("--train-steps", type=int, default=BENCH_TRAIN.steps)
     p.add_argument("--checkpoint", type=Path, default=None, help="use this 1-RF checkpoint")
     p.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "bench")
@@ -509,9 +551,16 @@ def main(argv: list[str] | None = None) -> PairgenResult:
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tiny model)")
     p.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
     p.add_argument("--quality", action="store_true", help="also run the 2-RF quality check")
+    p.add_argument("--quality-pairs", type=int, default=256, help="pairs per 2-RF pair set")
+    p.add_argument("--quality-steps", type=int, default=60, help="2-RF steps in --quality")
     a = p.parse_args(argv)
     if a.pairs < 1 or (a.batch is not None and a.batch < 1):
         p.error(f"--pairs and --batch must be >= 1, got {a.pairs} and {a.batch}")
+    if a.quality_pairs < 1 or a.quality_steps < 1:
+        p.error(
+            f"--quality-pairs and --quality-steps must be >= 1, got {a.quality_pairs} and "
+            f"{a.quality_steps}"
+        )
     torch.manual_seed(0)
     if a.checkpoint is not None:
         model, _ = load_checkpoint(a.checkpoint)
@@ -539,8 +588,10 @@ def main(argv: list[str] | None = None) -> PairgenResult:
     if a.quality:
         from benchmarks.pairgen_quality import quality_check
 
-        small = {"n_pairs": 8, "steps": 2, "n_eval": 16} if a.tiny else {}
-        quality_check(model, res.default_setting, write=not (a.no_write or a.tiny), **small)
+        size = {"n_pairs": a.quality_pairs, "steps": a.quality_steps}
+        small = {"n_pairs": 8, "steps": 2, "n_eval": 16} if a.tiny else size
+        write = not (a.no_write or a.tiny)
+        quality_check(model, res.default_setting, write=write, command=cmd, **small)
     return res
 
 

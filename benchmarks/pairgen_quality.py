@@ -42,6 +42,7 @@ def quality_check(
     n_eval: int = 256,
     write: bool = True,
     log=print,
+    command: str = "python -m benchmarks.pairgen --quality",
 ) -> list[QualityRow]:
     """Train two 2-RF models on seed-recipe and ``setting`` pairs; compare FD at 1 step.
 
@@ -53,6 +54,7 @@ def quality_check(
         n_eval: 1-step samples scored per model.
         write: rewrite BENCHMARKS.md's ``pairgen-quality`` section.
         log: progress printer.
+        command: the command line recorded in the section.
     """
     from benchmarks.pairgen import seed_recipe
 
@@ -88,7 +90,7 @@ def quality_check(
         [
             "## Reflow quality: 2-RF on default pairs vs seed-recipe pairs",
             "",
-            f"Command: `python -m benchmarks.pairgen --quality` · {time.strftime('%Y-%m-%d')} · "
+            f"Command: `{command}` · {time.strftime('%Y-%m-%d')} · "
             f"{machine_line()} · {time.perf_counter() - start:.0f} s",
             "",
             f"{n_pairs} pairs each (same noise and labels), 2-RF from the 1-RF weights, {steps} "

@@ -113,8 +113,10 @@ class PairStore:
             claim_location(uri)
             group = zarr.open_group(zarr_store(uri, read_only=False), mode="w-", zarr_format=3)
             create_arrays(group, attrs, compressors)
-            # Attrs last: a store without its schema attr is never mistaken for a usable one.
-            group.attrs.update(attrs)
+            # Attrs last, in ONE write of zarr.json: a store without its schema attr is never
+            # mistaken for a usable one. (zarr's ``attrs.update`` writes once per key, so a
+            # concurrent opener could see the schema before the solver.)
+            group = group.update_attributes(attrs)
         except (
             FileExistsError,
             zarr.errors.ContainsGroupError,
@@ -418,7 +420,7 @@ class PairStore:
 
     def set_completion(self, complete: bool, digest: str | None) -> None:
         """Write the ``complete`` and ``digest`` attrs (coordinator only)."""
-        self._group.attrs.update({"complete": complete, "digest": digest})
+        self._group = self._group.update_attributes({"complete": complete, "digest": digest})
         self._attrs.update({"complete": complete, "digest": digest})
 
     def __repr__(self) -> str:

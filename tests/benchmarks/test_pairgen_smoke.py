@@ -40,15 +40,33 @@ def _row(name, nfe, err, rate=1.0):
     return PairRow(name, "solve_ode", 4, nfe, rate, 1.0, err, 1.0)
 
 
-def test_choose_default_takes_fewest_nfe_within_the_error_and_skips_grids():
-    settings = [Setting("rk4", 8), Setting("rk4", 4, grid="cosine"), Setting("midpoint", 8)]
-    rows = [_row("a", 32, 1e-4), _row("b", 16, 1e-4), _row("c", 16, 1e-2)]
+def test_choose_default_takes_fewest_nfe_within_the_error_then_the_fastest():
+    settings = [
+        Setting("rk4", 8),
+        Setting("rk4", 4, grid="ends", rho=1.5),
+        Setting("rk4", 4, grid="cosine"),
+        Setting("midpoint", 8),
+    ]
+    rows = [_row("a", 32, 1e-4), _row("b", 16, 1e-4), _row("c", 16, 1e-4, rate=2.0)]
+    rows.append(_row("d", 16, 1e-2, rate=9.0))  # cheapest and fastest, but too far off
     row, s = choose_default(rows, settings, max_error=1e-3)
-    assert s == settings[0] and row.setting == "a"  # b needs a grid the store cannot express
+    assert s == settings[2] and row.setting == "c"  # ties on NFE go to the faster one
+    row, s = choose_default(rows[:2] + rows[3:], settings[:2] + settings[3:], max_error=1e-3)
+    assert s == settings[1]
     assert choose_default(rows, settings, max_error=1e-5) == (None, None)
-    with pytest.raises(ValueError, match="cannot express grid='cosine'"):
-        store_solver(settings[1], 4)
-    assert store_solver(settings[0], 4) == {"method": "rk4", "steps": 8, "batch_size": 4}
+
+
+def test_store_solver_names_the_grid_and_only_a_used_rho():
+    assert store_solver(Setting("rk4", 8), 4) == {"method": "rk4", "steps": 8, "batch_size": 4}
+    ends = store_solver(Setting("rk4", 8, grid="ends", rho=1.5), 4)
+    assert ends == {"method": "rk4", "steps": 8, "batch_size": 4, "grid": "ends", "rho": 1.5}
+    assert "rho" not in store_solver(Setting("rk4", 8, grid="cosine"), 4)
+    assert store_solver(Setting("dopri5", tol=1e-4), 4) == {
+        "method": "dopri5",
+        "rtol": 1e-4,
+        "atol": 1e-4,
+        "batch_size": 4,
+    }
 
 
 def test_seed_recipe_matches_solve_ode_dopri5():
@@ -89,3 +107,15 @@ def test_sections_are_replaced_in_place():
     assert "| 1 | — |" in out
     with pytest.raises(ValueError, match="section 'a' needs exactly one"):
         replace_section(text + "<!-- a:end -->", "a", "x")
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [(["--pairs", "0"], "--pairs and --batch"), (["--quality-pairs", "0"], "--quality-pairs")],
+)
+def test_cli_rejects_non_positive_sizes_naming_the_flag(argv, names, capsys):
+    from benchmarks.pairgen import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and names in capsys.readouterr().err

@@ -82,7 +82,7 @@ def test_prefect_yaml_deploys_and_a_worker_runs_the_toy_pipeline(server, tmp_pat
     by_name = {f"{flows[d['flow_id']]}/{d['name']}": d for d in deployments}
     assert set(by_name) == {
         "pipeline/toy2d", "pipeline/mnist5k", "train_base/toy2d", "generate_pairs/toy2d",
-        "train_reflow/toy2d", "evaluate/toy2d",
+        "train_reflow/toy2d", "distill/toy2d", "evaluate/toy2d",
     }  # fmt: skip
     for name in ("pipeline/toy2d", "pipeline/mnist5k"):
         (schedule,) = by_name[name]["schedules"]
