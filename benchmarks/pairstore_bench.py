@@ -198,21 +198,9 @@ def bench_stream(uri: str, batch: int, rounds: int) -> list[Row]:
             pass
 
     t = interleave({"memory": memory, "w0": lambda: stream(0), "w1": lambda: stream(1)}, rounds)
-    mem = n / median(t["memory"])
-    rows = []
-    for key, label in (("w0", "in-process"), ("w1", "1 DataLoader worker")):
-        r = n / median(t[key]) / mem
-        rows.append(
-            Row(
-                f"streamed samples/s / in-memory tensor ({label}, batch {batch})",
-                f"{mem:.0f}/s",
-                f"{n / median(t[key]):.0f}/s",
-                r,
-                ">= 0.8",
-                r >= 0.8,
-            )
-        )
-    return rows
+    return streamed_vs_memory(
+        t, n, f"streamed samples/s / in-memory tensor ({{}}, batch {batch})", "{:.0f}/s", 0.8
+    )
 
 
 def bench_training(uri: str, batch: int, steps: int, rounds: int) -> list[Row]:
@@ -258,18 +246,40 @@ def bench_training(uri: str, batch: int, steps: int, rounds: int) -> list[Row]:
         },
         rounds,
     )
-    mem = steps / median(t["memory"])
+    return streamed_vs_memory(
+        t,
+        steps,
+        f"training steps/s, streamed / in memory ({{}}, U-Net, batch {batch})",
+        "{:.2f}/s",
+        0.95,
+    )
+
+
+def streamed_vs_memory(
+    times: dict[str, list[float]], work: int, label: str, fmt: str, target: float
+) -> list[Row]:
+    """Rows of streamed rate / in-memory rate for the in-process ("w0") and 1-worker ("w1") runs.
+
+    Args:
+        times: interleaved timings keyed "memory", "w0", "w1".
+        work: units done per timed call (samples or steps).
+        label: row text with one ``{}`` for the setting.
+        fmt: format of a rate, e.g. ``"{:.0f}/s"``.
+        target: the ratio to reach.
+    """
+    mem = work / median(times["memory"])
     rows = []
-    for key, label in (("w0", "in-process"), ("w1", "1 DataLoader worker")):
-        r = steps / median(t[key]) / mem
+    for key, setting in (("w0", "in-process"), ("w1", "1 DataLoader worker")):
+        rate = work / median(times[key])
+        r = rate / mem
         rows.append(
             Row(
-                f"training steps/s, streamed / in memory ({label}, U-Net, batch {batch})",
-                f"{mem:.2f}/s",
-                f"{steps / median(t[key]):.2f}/s",
+                label.format(setting),
+                fmt.format(mem),
+                fmt.format(rate),
                 r,
-                ">= 0.95",
-                r >= 0.95,
+                f">= {target}",
+                r >= target,
             )
         )
     return rows
