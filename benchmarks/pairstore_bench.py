@@ -192,12 +192,20 @@ def bench_stream(uri: str, batch: int, rounds: int) -> list[Row]:
             idx = perm[s : s + batch]
             torch.from_numpy(x0[idx]), torch.from_numpy(x1[idx]), torch.from_numpy(y[idx])
 
-    def stream(workers: int):
-        ds = PairStream(uri, batch_size=batch, buffer_chunks=4)
+    def stream(workers: int, prefetch: bool = True):
+        ds = PairStream(uri, batch_size=batch, buffer_chunks=4, prefetch=prefetch)
         for _ in DataLoader(ds, batch_size=None, num_workers=workers):
             pass
 
-    t = interleave({"memory": memory, "w0": lambda: stream(0), "w1": lambda: stream(1)}, rounds)
+    t = interleave(
+        {
+            "memory": memory,
+            "w0": lambda: stream(0),
+            "w0-inline": lambda: stream(0, prefetch=False),
+            "w1": lambda: stream(1),
+        },
+        rounds,
+    )
     return streamed_vs_memory(
         t, n, f"streamed samples/s / in-memory tensor ({{}}, batch {batch})", "{:.0f}/s", 0.8
     )
@@ -225,24 +233,23 @@ def bench_training(uri: str, batch: int, steps: int, rounds: int) -> list[Row]:
             idx = rng.integers(0, len(y), batch)
             yield torch.from_numpy(x0[idx]), torch.from_numpy(x1[idx]), torch.from_numpy(y[idx])
 
-    def endless(workers: int):
+    def endless(workers: int, prefetch: bool = True):
         # One long-lived stream per setting: the timed windows see steady state, not the
         # DataLoader's worker start-up (paid once per epoch, and epochs here are long).
-        ds = PairStream(uri, batch_size=batch, buffer_chunks=4, drop_last=True)
+        ds = PairStream(uri, batch_size=batch, buffer_chunks=4, drop_last=True, prefetch=prefetch)
         loader = DataLoader(
             ds, batch_size=None, num_workers=workers, persistent_workers=workers > 0
         )
         while True:
             yield from loader
 
-    streams = {0: endless(0), 1: endless(1)}
-    for b in (memory_batches(), streams[0], streams[1]):
+    streams = {"w0": endless(0), "w0-inline": endless(0, prefetch=False), "w1": endless(1)}
+    for b in (memory_batches(), *streams.values()):
         train(b)  # warm-up: optimizer state, first backward, worker start-up
     t = interleave(
         {
             "memory": lambda: train(memory_batches()),
-            "w0": lambda: train(streams[0]),
-            "w1": lambda: train(streams[1]),
+            **{key: (lambda s=s: train(s)) for key, s in streams.items()},
         },
         rounds,
     )
@@ -255,13 +262,22 @@ def bench_training(uri: str, batch: int, steps: int, rounds: int) -> list[Row]:
     )
 
 
+# Streamed settings: in-process with the background read (the default), without it, and in one
+# DataLoader worker process (which prefetches too).
+SETTINGS = {
+    "w0": "in-process",
+    "w0-inline": "in-process, prefetch=False",
+    "w1": "1 DataLoader worker",
+}
+
+
 def streamed_vs_memory(
     times: dict[str, list[float]], work: int, label: str, fmt: str, target: float
 ) -> list[Row]:
-    """Rows of streamed rate / in-memory rate for the in-process ("w0") and 1-worker ("w1") runs.
+    """Rows of streamed rate / in-memory rate per streamed setting.
 
     Args:
-        times: interleaved timings keyed "memory", "w0", "w1".
+        times: interleaved timings keyed "memory" and any of ``SETTINGS``.
         work: units done per timed call (samples or steps).
         label: row text with one ``{}`` for the setting.
         fmt: format of a rate, e.g. ``"{:.0f}/s"``.
@@ -269,7 +285,9 @@ def streamed_vs_memory(
     """
     mem = work / median(times["memory"])
     rows = []
-    for key, setting in (("w0", "in-process"), ("w1", "1 DataLoader worker")):
+    for key, setting in SETTINGS.items():
+        if key not in times:
+            continue
         rate = work / median(times[key])
         r = rate / mem
         rows.append(

@@ -3,12 +3,14 @@
 Each epoch the chunk order is shuffled with a generator seeded by (seed, epoch) -- the same order in
 every rank and DataLoader worker, so they can split it without talking: rank r takes every
 world_size-th chunk, then worker w of that rank every num_workers-th of those. Samples are shuffled
-inside a buffer of ``buffer_chunks`` chunks, so memory is bounded by the buffer, never by n.
+inside a buffer of ``buffer_chunks`` chunks, so memory is bounded by the buffer (two buffers with
+prefetching: the next is read while the current one is consumed), never by n.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -36,6 +38,8 @@ class PairStream(IterableDataset):
         world_size: number of ranks; rank r streams every world_size-th chunk.
         only_done: stream the chunks generated so far from an unfinished store.
         drop_last: drop each worker's final short batch.
+        prefetch: read the next buffer on a background thread while the current one is consumed
+            (holds two buffers in memory instead of one; batches are identical either way).
 
     Yields:
         x0 (B, *sample_shape) float32, x1 (B, *sample_shape) float32, y (B,) int64.
@@ -53,6 +57,7 @@ class PairStream(IterableDataset):
         world_size: int = 1,
         only_done: bool = False,
         drop_last: bool = False,
+        prefetch: bool = True,
     ):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("buffer_chunks", buffer_chunks)):
@@ -64,7 +69,7 @@ class PairStream(IterableDataset):
             )
         self.uri, self.batch_size, self.shuffle = uri, batch_size, shuffle
         self.buffer_chunks, self.rank, self.world_size = buffer_chunks, rank, world_size
-        self.only_done, self.drop_last = only_done, drop_last
+        self.only_done, self.drop_last, self.prefetch = only_done, drop_last, prefetch
         store = PairStore.open(uri, mode="r")
         if not store.is_finalized and not only_done:
             missing = format_ranges(store.missing_chunks()) or "none"
@@ -116,27 +121,60 @@ class PairStream(IterableDataset):
         if self._store is None:
             self._store = PairStore.open(self.uri, mode="r")
         mine = self.rank_chunks(epoch)[worker::n_workers]
+        groups = [mine[g : g + self.buffer_chunks] for g in range(0, len(mine), self.buffer_chunks)]
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker, 1])
-        pool = self._new_pool(mine)
-        fill = 0  # samples in the pool: the carry of the last buffer, then the chunks read
-        for g in range(0, len(mine), self.buffer_chunks):
-            for i in mine[g : g + self.buffer_chunks]:
-                m = self._sizes[i]
-                # Read straight into the reused pool: no fresh memory per chunk, no concatenate.
-                self._store.read_chunk(i, out=[a[fill : fill + m] for a in pool])
-                fill += m
-            order = rng.permutation(fill) if self.shuffle else np.arange(fill)
-            full = fill // self.batch_size * self.batch_size
+        head = self.batch_size  # room before each pool's chunks for the last buffer's remainder
+        pools = [self._new_pool(mine) for _ in range(2 if self.prefetch else 1)]
+        carried = 0  # samples of the last buffer waiting in front of the next one
+        for k, (pool, n) in enumerate(self._buffers(groups, pools)):
+            live = carried + n
+            order = head - carried + (rng.permutation(live) if self.shuffle else np.arange(live))
+            full = live // self.batch_size * self.batch_size
             for s in range(0, full, self.batch_size):
                 yield _gather(pool, order[s : s + self.batch_size])
-            # The remainder moves to the pool's front and waits for the next buffer, so every
-            # batch but the last is full. (Fancy indexing copies first: the overlap is safe.)
-            rest = order[full:]
-            for a in pool:
-                a[: len(rest)] = a[rest]
-            fill = len(rest)
-        if fill and not self.drop_last:
-            yield _gather(pool, np.arange(fill))
+            # The remainder goes right before the next buffer's chunks, so every batch but the
+            # last is full. It is moved now, before that region can be read over (one pool), and
+            # it never touches the chunk region the reader may be filling (two pools).
+            rest, nxt = order[full:], pools[(k + 1) % len(pools)]
+            for a, b in zip(nxt, pool, strict=True):
+                a[head - len(rest) : head] = b[rest]  # fancy indexing copies first: overlap is safe
+            carried = len(rest)
+        if carried and not self.drop_last:
+            yield _gather(pools[len(groups) % len(pools)], np.arange(head - carried, head))
+
+    def _buffers(
+        self, groups: list[list[int]], pools: list[list[np.ndarray]]
+    ) -> Iterator[tuple[list[np.ndarray], int]]:
+        """Yield (pool, samples read) per chunk group; with two pools, group k + 1 is read on a
+        background thread while the caller consumes group k.
+
+        Why a thread: reading is file I/O, checksums and copies that release the GIL, while the
+        consumer is usually a training step (which releases it too), so a refill no longer
+        stalls training. The thread only writes a pool's chunk region; the caller writes the
+        remainder into the region in front of it, and a pool is refilled only after the caller
+        asked for the next one.
+        """
+        if len(pools) == 1:
+            for group in groups:
+                yield pools[0], self._read_group(pools[0], group)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="pairstream-prefetch") as reader:
+            nxt = reader.submit(self._read_group, pools[0], groups[0]) if groups else None
+            for k in range(len(groups)):
+                n = nxt.result()  # re-raises the reader's error (e.g. ChunkCorruptError) here
+                if k + 1 < len(groups):
+                    nxt = reader.submit(self._read_group, pools[(k + 1) % 2], groups[k + 1])
+                yield pools[k % 2], n
+
+    def _read_group(self, pool: list[np.ndarray], group: list[int]) -> int:
+        """Read ``group``'s chunks whole into ``pool`` after its head room; returns samples read."""
+        fill = self.batch_size
+        for i in group:
+            m = self._sizes[i]
+            # Straight into the reused pool: no fresh memory per chunk, no concatenate.
+            self._store.read_chunk(i, out=[a[fill : fill + m] for a in pool])
+            fill += m
+        return fill - self.batch_size
 
     def _new_pool(self, chunk_ids: list[int]) -> list[np.ndarray]:
         """x0, x1, y buffers for ``buffer_chunks`` chunks plus a carried-over partial batch."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from storage.layout import ChunkCorruptError
 from storage.pairstore import PairStore, PairStoreError
 from storage.stream import PairStream
 from tests.storage.storekit import fill_with_index, store_kwargs
@@ -102,19 +105,51 @@ def test_bad_arguments(finished, tmp_path):
     assert not (tmp_path / "nothing.zarr").exists()
 
 
-def test_memory_is_bounded_by_the_buffer(finished):
-    """The stream never holds more than buffer_chunks chunks (+ one batch) of samples."""
-    stream = PairStream(finished, batch_size=5, buffer_chunks=2)
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_memory_is_bounded_by_the_buffer(finished, prefetch):
+    """The stream holds at most buffer_chunks chunks (+ one batch), twice that when prefetching."""
+    stream = PairStream(finished, batch_size=5, buffer_chunks=2, prefetch=prefetch)
     reads = []
     stream._store = PairStore.open(finished)
     original = stream._store.read_chunk
     stream._store.read_chunk = lambda i, **kw: reads.append(i) or original(i, **kw)
+    buffers = 2 if prefetch else 1
     for n_batches, _ in enumerate(stream, 1):
-        # Samples read so far minus samples delivered is what the buffer holds.
+        # Samples read (or being read) so far minus samples delivered is what the buffers hold.
         held = sum(min(CHUNK, N - i * CHUNK) for i in reads) - 5 * n_batches
-        assert held <= 2 * CHUNK + 5
+        assert held <= buffers * 2 * CHUNK + 5
     assert sorted(reads) == list(range(13))
     assert np.unique(reads).size == len(reads)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_prefetching_yields_the_same_batches(finished, shuffle):
+    """The background read changes when chunks are read, never what is delivered."""
+    kw = {"batch_size": 9, "buffer_chunks": 2, "seed": 3, "shuffle": shuffle}
+    with_reader = list(PairStream(finished, prefetch=True, **kw))
+    inline = list(PairStream(finished, prefetch=False, **kw))
+    assert len(with_reader) == len(inline) == -(-N // 9)
+    for a, b in zip(with_reader, inline, strict=True):
+        for ta, tb in zip(a, b, strict=True):
+            assert torch.equal(ta, tb)
+
+
+def test_prefetch_stops_cleanly_and_reports_corrupt_chunks(finished, tmp_path):
+    stream = PairStream(finished, batch_size=4, buffer_chunks=1)
+    first = next(iter(stream))  # abandoning the epoch must not hang on the reader thread
+    assert len(first[0]) == 4
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(finished, bad)
+    obj = bad / PairStore.open(str(bad)).chunk_key("x1", 5)
+    data = bytearray(obj.read_bytes())
+    data[40] ^= 0xFF  # one flipped byte in chunk 5's x1: its crc32c no longer matches
+    obj.write_bytes(bytes(data))
+    stream = PairStream(str(bad), batch_size=4, buffer_chunks=1, shuffle=False)
+    delivered = []
+    with pytest.raises(ChunkCorruptError, match="chunk 5 is corrupt"):
+        for _, _, y in stream:
+            delivered.append(len(y))
+    assert sum(delivered) <= 5 * CHUNK  # the error comes where chunk 5 is due, never wrong data
 
 
 def test_batches_do_not_alias_the_reused_buffer(finished):
