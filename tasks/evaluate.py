@@ -136,7 +136,7 @@ def evaluate_models(
         {"rows": [EvalRow as dict], "metrics": {name: {metric: value}}, "figures": [paths]}.
     """
     from rf_core.evaluate import nfe_sweep, sweep_inputs
-    from tasks.plots import plot_quality, plot_samples
+    from tasks.plots import plot_quality, plot_samples, plot_toy_trajectories
 
     models = {name: load_checkpoint(p, map_location=device)[0] for name, p in checkpoints.items()}
     cfg = next(iter(models.values())).config
@@ -151,6 +151,11 @@ def evaluate_models(
     out.mkdir(parents=True, exist_ok=True)
     figures = [plot_quality(rows, out / "quality_vs_nfe.png")]
     figures += plot_samples(samples, out, dataset in TOYS)
+    if dataset in TOYS:  # the picture of what reflow does: curved paths become straight
+        target, _ = load_data(dataset, "test", n_toy=len(x0), seed=seed)
+        figures.append(
+            plot_toy_trajectories(models, x0.to(device), target, out / "trajectories.png")
+        )
     per_model = {n: row_metrics([r for r in rows if r.model == n]) for n in models}
     return {
         "rows": [dataclasses.asdict(r) for r in rows],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")  # headless: workers and CI have no display
 import matplotlib.pyplot as plt
@@ -55,3 +56,29 @@ def plot_samples(samples: dict, out: Path, toy: bool, n_show: int = 64) -> list[
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def plot_toy_trajectories(
+    models: dict, x0: torch.Tensor, target: torch.Tensor, path: Path, n_lines: int = 300
+) -> Path:
+    """Trajectories of every model from the same start points, one panel per model.
+
+    Solved with dopri5 (the model's own ODE, not a few Euler steps): what is drawn is how curved
+    the flow is, which is what reflow straightens.
+
+    Args:
+        models: {name: 2-D velocity model}.
+        x0: (N, 2) shared start points (the first ``n_lines`` are drawn).
+        target: (M, 2) fresh samples of the data distribution (grey in each panel).
+        path: PNG file to write.
+    """
+    from rf_core.plots import plot_trajectories
+    from rf_core.solvers import solve_ode
+
+    panels = {}
+    for name, model in models.items():
+        res = solve_ode(
+            model, x0[:n_lines], method="dopri5", rtol=1e-4, atol=1e-4, return_trajectory=True
+        )
+        panels[f"{name} (dopri5, {res.nfe} NFE)"] = res.trajectory
+    return plot_trajectories(panels, path, target=target)

@@ -243,3 +243,15 @@ def test_distill_stage_is_registered_with_lineage_and_evaluated(pipeline_result)
     )
     assert out.exit_code == 0, out.output
     assert all(m["model_id"] in out.output for m in result["models"])
+
+
+def test_evaluation_figures_are_in_mlflow(pipeline_result):
+    """The quality-vs-NFE plot, the sample panels and (toys) the trajectory picture per run."""
+    _, result = pipeline_result
+    (ev,) = _stage_runs(result["experiment_id"])["evaluate"]
+    names = {
+        a.path.split("/")[-1]
+        for a in mlflow.MlflowClient().list_artifacts(ev.info.run_id, "figures")
+    }
+    assert {"quality_vs_nfe.png", "samples_1rf.png", "samples_2rf.png"} <= names
+    assert "trajectories.png" in names
