@@ -6,6 +6,9 @@
 Creates the store if absent, resumes it if it was made the same way (refuses otherwise), generates
 the requested chunks that are not done, and with ``--finalize`` (coordinator) finalizes it once
 every chunk is done. Any number of these may run on one store at once.
+
+STORE may be an fsspec URL such as ``s3://bucket/pairs.zarr``; its endpoint and credentials come
+from the environment (``AWS_*``, ``FSSPEC_S3``, see :func:`storage.location.set_storage_options`).
 """
 
 from __future__ import annotations

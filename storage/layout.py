@@ -18,15 +18,11 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import zarr
-from fsspec.core import split_protocol
 from zarr.codecs import Crc32cCodec, ZstdCodec
-from zarr.storage import FsspecStore, LocalStore
 
 from rf_core.solvers import ADAPTIVE_METHODS
 from rf_core.timegrids import GRIDS
@@ -78,14 +74,6 @@ def format_ranges(ids: Sequence[int]) -> str:
 def canonical_json(obj: Any) -> bytes:
     """Deterministic JSON bytes (sorted keys, no spaces) for hashing."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-
-
-def zarr_store(uri: str, read_only: bool) -> zarr.abc.store.Store:
-    """A local directory store for plain paths and file:// URLs, fsspec for any other scheme."""
-    protocol, path = split_protocol(uri)
-    if protocol in (None, "file", "local"):
-        return LocalStore(path, read_only=read_only)
-    return FsspecStore.from_url(uri, read_only=read_only)
 
 
 def check_positive_int(name: str, value: Any) -> int:
@@ -151,41 +139,6 @@ def code_version() -> str:
         return metadata.version("rectiflow")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def exists(uri: str) -> bool:
-    """True if anything (file, directory, object prefix) exists at ``uri``."""
-    fs, root = fsspec.core.url_to_fs(uri)
-    try:
-        return fs.exists(root) and (not fs.isdir(root) or bool(fs.ls(root)))
-    except OSError:
-        return True  # cannot even look: treat as existing so nothing gets overwritten
-
-
-def claim_location(uri: str) -> None:
-    """Atomically claim a local store directory (mkdir fails if another creator got there first).
-
-    Object stores have no atomic create: nothing to do there.
-    """
-    protocol, path = split_protocol(uri)
-    if protocol not in (None, "file", "local"):
-        return
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as e:  # the parent is a file, not a folder
-        raise NotADirectoryError(f"{target.parent} is not a directory") from e
-    target.mkdir()  # FileExistsError, even for an empty folder: it may be another creator's claim
-
-
-def looks_like_partial_store(uri: str) -> bool:
-    """True for a directory holding nothing but pair-store entries (a store being created)."""
-    fs, root = fsspec.core.url_to_fs(uri)
-    try:
-        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
-    except (OSError, NotADirectoryError):
-        return False
-    return fs.isdir(root) and names <= {"zarr.json", *DATA_ARRAYS, "done", "nfe"}
 
 
 def make_attrs(
