@@ -125,7 +125,10 @@ def _ui_hints(cfg: PipelineConfig) -> None:
 
     out = Console(soft_wrap=True)  # commands must stay copy-pasteable on one line
     out.print("\nOpen the results:")
-    out.print(f"  MLflow:  {ui_command(cfg.runs_dir)}   then http://127.0.0.1:5000")
+    mlflow_ui = ui_command(cfg.runs_dir, cfg.tracking.uri)
+    if not mlflow_ui.startswith("open "):  # a local store: the command starts the UI on :5000
+        mlflow_ui += "   then http://127.0.0.1:5000"
+    out.print(f"  MLflow:  {mlflow_ui}")
     out.print("  Prefect: prefect server start   then http://127.0.0.1:4200")
 
 

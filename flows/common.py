@@ -29,8 +29,9 @@ def train_device(cfg: PipelineConfig) -> str:
 
 
 def setup_tracking(cfg: PipelineConfig) -> str:
-    """Configure MLflow for the config's runs folder; returns the experiment id."""
-    tracking.configure(cfg.runs_dir)
+    """Configure MLflow (``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else the runs folder's
+    SQLite DB); returns the experiment id. Fails fast if a tracking server does not answer."""
+    tracking.configure(cfg.runs_dir, cfg.tracking.uri)
     return tracking.ensure_experiment(cfg.experiment, cfg.runs_dir)
 
 
@@ -64,7 +65,25 @@ def store_uri(cfg: PipelineConfig, model: tracking.ModelRef) -> str:
     """Default store of pairs generated from ``model``: one store per source model, so re-running
     with the same model resumes it and a different model never collides with it."""
     tag = model.model_id or model.checkpoint_sha256[:16]
-    return str(cfg.runs / "stores" / f"{cfg.experiment}-{model.k}rf-{tag}.zarr")
+    root = cfg.pairs.store_root or str(cfg.runs / "stores")
+    return f"{root.rstrip('/')}/{cfg.experiment}-{model.k}rf-{tag}.zarr"
+
+
+def apply_storage_options(cfg: PipelineConfig) -> None:
+    """Register ``pairs.storage_options`` for every store URL of their protocols (here and in
+    the processes started afterwards: generation workers, DataLoader workers).
+
+    Raises:
+        ValueError: naming ``pairs.storage_options`` when the options cannot be used.
+    """
+    from storage.location import set_storage_options
+    from storage.pairstore import PairStoreError
+
+    for protocol, options in cfg.pairs.storage_options.items():
+        try:
+            set_storage_options(protocol, options)
+        except PairStoreError as e:
+            raise ValueError(f"pairs.storage_options: {e}") from None
 
 
 def resolve_model_arg(ref: str, field: str = "model") -> tracking.ModelRef:

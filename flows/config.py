@@ -8,13 +8,14 @@ Paths are made absolute at load time: Prefect process workers and MLflow run in 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rf_core.config import ModelConfig, TrainConfig
 from rf_core.solvers import ADAPTIVE_METHODS, FIXED_METHODS
+from rf_core.timegrids import GRIDS
 
 TOY_DATASETS = ("8gaussians", "moons", "two_points", "checkerboard")
 IMAGE_SHAPES = {
@@ -56,12 +57,19 @@ class DataParams(_Frozen):
 
 
 class SolverParams(_Frozen):
-    """ODE solver used to generate pairs (torchdiffeq method names)."""
+    """ODE solver used to generate pairs (torchdiffeq method names).
+
+    ``grid`` places a fixed-step method's steps (rf_core.timegrids.GRIDS; "uniform" for adaptive
+    methods) and ``rho`` is its strength for the "ends"/"end"/"start" grids, as in a pair store's
+    solver dict (storage.layout.SOLVER_KEYS).
+    """
 
     method: str = "dopri5"
     rtol: float = Field(1e-5, gt=0)
     atol: float = Field(1e-5, gt=0)
     steps: int | None = Field(None, gt=0)
+    grid: Literal[GRIDS] = "uniform"
+    rho: float = Field(2.0, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _steps(self) -> SolverParams:
@@ -72,6 +80,8 @@ class SolverParams(_Frozen):
             raise ValueError(f"fixed-step method {self.method!r} needs steps > 0")
         if self.method in ADAPTIVE_METHODS and self.steps is not None:
             raise ValueError(f"adaptive method {self.method!r} takes rtol/atol, not steps")
+        if self.method in ADAPTIVE_METHODS and self.grid != "uniform":
+            raise ValueError(f"grid {self.grid!r} needs a fixed-step method, not {self.method!r}")
         return self
 
 
@@ -87,6 +97,17 @@ class PairsParams(_Frozen):
         retries: retries of a failed generation shard task.
         retry_delay_s: delays before each retry (the last repeats).
         progress_every: chunks generated between two progress updates.
+        task_runner: "thread" (one shard task per local device, in this process) or "dask".
+        dask_address: scheduler of an existing Dask cluster ("tcp://10.0.0.5:8786"); None
+            starts a LocalCluster for the run (one worker per CUDA device, else ``dask_workers``).
+        dask_workers: LocalCluster worker processes (1 thread each) when there is no CUDA device.
+        dask_shards_per_worker: shards per Dask worker: a lost worker loses only its shards.
+        dask_timeout_s: seconds to reach ``dask_address`` before failing.
+        store_root: folder or fsspec URL under which the pipeline puts its pair stores
+            (e.g. "s3://bucket/rectiflow"); default ``<runs_dir>/stores``.
+        storage_options: fsspec options per protocol, e.g. ``{"s3": {"endpoint_url": ...}}``;
+            registered for this process and the processes it starts. Credentials are better
+            left to the environment (AWS_ACCESS_KEY_ID, ...) than written into a config.
     """
 
     n: int = Field(gt=0)
@@ -97,6 +118,31 @@ class PairsParams(_Frozen):
     retries: int = Field(2, ge=0)
     retry_delay_s: tuple[float, ...] = (1.0, 5.0)
     progress_every: int = Field(4, gt=0)
+    task_runner: Literal["thread", "dask"] = "thread"
+    dask_address: str | None = Field(
+        None, pattern=r"^([a-z]+://)?(\[[0-9A-Fa-f:]+\]|[^\s:/\[\]]+):\d+$"
+    )
+    dask_workers: int = Field(2, gt=0)
+    dask_shards_per_worker: int = Field(4, gt=0)
+    dask_timeout_s: float = Field(30.0, gt=0)
+    store_root: str | None = None
+    storage_options: dict[str, dict[str, Any]] = {}
+
+    @field_validator("storage_options")
+    @classmethod
+    def _protocols(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        bad = [k for k in v if not k.isalnum()]
+        if bad:
+            raise ValueError(f"keys must be fsspec protocols such as 's3' or 'gcs', got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _dask_only(self) -> PairsParams:
+        if self.dask_address and self.task_runner != "dask":
+            raise ValueError(
+                "dask_address is set but task_runner is 'thread'; set task_runner: dask"
+            )
+        return self
 
 
 class ReflowParams(_Frozen):
@@ -149,10 +195,15 @@ class EvalParams(_Frozen):
 
 
 class TrackingParams(_Frozen):
-    """MLflow settings. ``experiment`` defaults to the config name."""
+    """MLflow settings. ``experiment`` defaults to the config name.
+
+    ``uri``: tracking server or store, e.g. "http://mlflow.internal:5000"; wins over
+    ``MLFLOW_TRACKING_URI``; by default ``sqlite:///<runs_dir>/mlflow.db``.
+    """
 
     experiment: str | None = None
     model_format: Literal["pt2", "pickle"] = "pt2"
+    uri: str | None = Field(None, pattern=r"^[a-z][a-z0-9+.-]*://\S+$")
 
 
 class TestingParams(_Frozen):

@@ -1,16 +1,18 @@
-"""``generate_pairs``: fill a pair store from a model, one shard task per device, resumable.
+"""``generate_pairs``: fill a pair store from a model, in shard tasks on threads or Dask, resumable.
 
 The flow is the store's coordinator: it creates (or resumes) the store and writes its attributes,
-splits the chunks that are not done yet into one shard per device, waits while reporting progress
-from the done markers, then finalizes the store (digest) and logs the pair set to MLflow. Workers
-only write chunks. Re-running the flow with the same store -- from the CLI, a deployment re-run or
+splits the chunks that are not done yet into shards (one per local device with the thread runner,
+``pairs.dask_shards_per_worker`` per worker with Dask), waits while reporting progress from the done
+markers, then finalizes the store (digest) and logs the pair set to MLflow. Shard tasks only write
+chunks. Re-running the flow with the same store -- from the CLI, a deployment re-run or
 ``prefect flow-run retry`` -- generates only the missing chunks.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from prefect import flow, get_run_logger
@@ -19,6 +21,7 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import (
+    apply_storage_options,
     current_flow_run_id,
     devices,
     link_run,
@@ -33,6 +36,9 @@ from storage.layout import format_ranges
 from storage.pairstore import PairStore, PairStoreError
 from tasks.generate import finalize_store, generate_shard, split_shards
 from tasks.progress import Progress, artifact_key
+
+if TYPE_CHECKING:
+    from flows.dask_runner import DaskPlan
 
 # One worker thread per local device; fixed at import because a flow's task runner is.
 MAX_WORKERS = max(1, torch.cuda.device_count())
@@ -73,30 +79,85 @@ def _normalize_uri(uri: str) -> str:
     return uri if "://" in uri else str(Path(uri).expanduser().resolve())
 
 
-def run_shards(cfg: PipelineConfig, store: PairStore, checkpoint: str) -> list[dict[str, Any]]:
-    """Fan the missing chunks out to one shard task per device; report progress; table artifact.
+def run_shards(
+    cfg: PipelineConfig, store: PairStore, checkpoint: str, plan: DaskPlan | None = None
+) -> list[dict[str, Any]]:
+    """Generate the missing chunks: one shard per local device on this flow's threads, or, given a
+    Dask ``plan``, ``pairs.dask_shards_per_worker`` shards per worker in a Dask sub-flow."""
+    if plan is None:
+        devs = devices(cfg)
+        shards = split_shards(store.missing_chunks(), len(devs))
+        return fan_out(cfg, store.uri, checkpoint, shards, devs)
+    from flows.dask_runner import api_for_workers  # distributed takes ~1 s to import
+
+    shards = split_shards(store.missing_chunks(), plan.n_workers * cfg.pairs.dask_shards_per_worker)
+    # Prefect fixes a flow's task runner when the flow is decorated, but the runner is a setting
+    # of the config the run loads: so the fan-out runs as a sub-flow given its runner per call
+    # (with_options). The coordinator's work (store, MLflow) stays in this flow and process.
+    shard_flow = generate_shards.with_options(task_runner=plan.runner)
+    with api_for_workers(plan.local):
+        return shard_flow(cfg, store.uri, checkpoint, shards, plan.device, plan.resources)
+
+
+def requesting(resources: dict[str, float] | None) -> AbstractContextManager[Any]:
+    """Dask tasks submitted inside ask for ``resources`` (GPU shards: {"GPU": 1}). Nothing for CPU
+    shards: a CPU worker advertises no GPU, and a task asking for one would wait forever."""
+    if not resources:
+        return nullcontext()
+    import dask  # only Dask runs get here
+
+    return dask.annotate(resources=resources)
+
+
+@flow(name="generate_shards")
+def generate_shards(
+    cfg: PipelineConfig,
+    store: str,
+    checkpoint: str,
+    shards: list[list[int]],
+    device: str,
+    resources: dict[str, float],
+) -> list[dict[str, Any]]:
+    """The Dask fan-out of ``generate_pairs`` (run by it as a sub-flow with a DaskTaskRunner).
+
+    A worker lost mid-shard has its shard rescheduled by Dask to another worker; the task skips
+    the chunks already marked done, so only the lost chunks are generated again.
+    """
+    return fan_out(cfg, store, checkpoint, shards, [device], resources)
+
+
+def fan_out(
+    cfg: PipelineConfig,
+    uri: str,
+    checkpoint: str,
+    shards: list[list[int]],
+    devs: list[str],
+    resources: dict[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """Submit one shard task per shard (device i mod len(devs)) to the current flow's task runner;
+    report progress from the done markers; table artifact of the shards.
 
     Raises:
         RuntimeError: naming every shard that failed after its retries (done chunks are kept).
     """
-    devs = devices(cfg)
-    shards = split_shards(store.missing_chunks(), len(devs))
+    store = PairStore.open(uri)
     task = generate_shard.with_options(
         retries=cfg.pairs.retries, retry_delay_seconds=list(cfg.pairs.retry_delay_s)
     )
-    futures = [
-        task.submit(
-            store.uri,
-            checkpoint,
-            chunks,
-            devs[i % len(devs)],
-            i,
-            group=cfg.pairs.progress_every,
-            fail_attempts=cfg.testing.fail_shards.get(i, 0),
-            delay_s=cfg.testing.chunk_delay_s,
-        )
-        for i, chunks in enumerate(shards)
-    ]
+    with requesting(resources):
+        futures = [
+            task.submit(
+                uri,
+                checkpoint,
+                chunks,
+                devs[i % len(devs)],
+                i,
+                group=cfg.pairs.progress_every,
+                fail_attempts=cfg.testing.fail_shards.get(i, 0),
+                delay_s=cfg.testing.chunk_delay_s,
+            )
+            for i, chunks in enumerate(shards)
+        ]
     progress = Progress(artifact_key("generate", cfg.experiment), store.n_chunks, "chunks done")
     while wait(futures, timeout=1.0).not_done:
         progress.update(int(store.done_mask().sum()))
@@ -141,6 +202,12 @@ def generate_pairs(
         {"uri", "digest", "n", "model_id", "k", "generated", "run_id", "shards": [shard rows]}.
     """
     cfg = load_config(config)
+    apply_storage_options(cfg)  # store URLs such as s3:// need them
+    plan = None
+    if cfg.pairs.task_runner == "dask":  # before any write: an unreachable scheduler fails here
+        from flows.dask_runner import plan_dask  # distributed takes ~1 s to import
+
+        plan = plan_dask(cfg)
     experiment_id = setup_tracking(cfg)
     ref = resolve_model_arg(model, "model")
     uri = _normalize_uri(store or store_uri(cfg, ref))
@@ -159,7 +226,7 @@ def generate_pairs(
         link_run(experiment_id, run_id, "generate_pairs")
         if ref.model_id:
             tracking.log_model_input(ref.model_id)
-        rows = run_shards(cfg, pairs, ref.checkpoint) if missing else []
+        rows = run_shards(cfg, pairs, ref.checkpoint, plan) if missing else []
         digest = finalize_store(uri)
         tracking.log_pair_set(uri, Path(uri.rstrip("/")).name, digest, "generated")
         done = PairStore.open(uri)

@@ -6,7 +6,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.common import current_flow_run_id, link_run, setup_tracking, stage_key
+from flows.common import (
+    apply_storage_options,
+    current_flow_run_id,
+    link_run,
+    setup_tracking,
+    stage_key,
+)
 from flows.config import PipelineConfig, load_config
 from flows.evaluate import evaluate
 from flows.generate import generate_pairs
@@ -34,9 +40,14 @@ def pipeline(config: PipelineConfig | str) -> dict[str, Any]:
         "rows"}.
     """
     cfg = load_config(config)
+    apply_storage_options(cfg)  # store URLs such as s3:// need them
     experiment_id = setup_tracking(cfg)
     logger = get_run_logger()
-    key = stage_key("pipeline", cfg.model_dump(mode="json", exclude={"testing"}))
+    # Where and how work runs (executors, credentials, fault injection) does not change results.
+    how = {"task_runner", "dask_address", "dask_workers", "dask_shards_per_worker"}
+    how |= {"dask_timeout_s", "storage_options"}
+    exclude = {"testing": True, "pairs": how}
+    key = stage_key("pipeline", cfg.model_dump(mode="json", exclude=exclude))
     tracking.mark_unfinished(experiment_id, "pipeline", key)
     with tracking.stage_run(
         experiment_id, "pipeline", flow_run_id=current_flow_run_id(),

@@ -7,6 +7,7 @@ import time
 from prefect import flow, get_run_logger
 
 from flows.common import (
+    apply_storage_options,
     checkpoint_dir,
     current_flow_run_id,
     link_run,
@@ -147,6 +148,7 @@ def train_reflow(
         parent_run_id: MLflow run of the enclosing pipeline, if any.
     """
     cfg = load_config(config)
+    apply_storage_options(cfg)  # store URLs such as s3:// need them
     experiment_id = setup_tracking(cfg)
     pairs = open_training_store(store)
     source, digest = pairs.source, pairs.attrs["digest"]
@@ -194,6 +196,7 @@ def train_distill(
         The registered student, ``<experiment>-<k>rf-distill``.
     """
     cfg = load_config(config)
+    apply_storage_options(cfg)  # store URLs such as s3:// need them
     experiment_id = setup_tracking(cfg)
     pairs = open_training_store(store)
     init = resolve_model_arg(init_model, "init_model")

@@ -1,7 +1,7 @@
 """The dependency rule of DESIGN.md §3, checked on the source with ast (no imports executed).
 
 flows -> tasks -> storage -> rf_core: rf_core never imports prefect, mlflow or zarr; storage never
-imports tasks or flows; tasks never import flows.
+imports tasks or flows; tasks never import flows. Only the storage.tracking package imports mlflow.
 """
 
 from __future__ import annotations
@@ -40,6 +40,19 @@ def test_package_respects_the_layering(package):
         str(f.relative_to(ROOT)): sorted(imported_packages(f) & FORBIDDEN[package]) for f in files
     }
     assert not {f: b for f, b in bad.items() if b}, f"{package} breaks the layering: {bad}"
+
+
+def test_only_the_tracking_package_imports_mlflow():
+    files = [
+        f
+        for package in ("rf_core", "storage", "tasks", "flows")
+        for f in (ROOT / package).rglob("*.py")
+    ]
+    tracking = ROOT / "storage" / "tracking"
+    importers = {f.relative_to(ROOT) for f in files if "mlflow" in imported_packages(f)}
+    assert importers, "nothing imports mlflow: the check would pass vacuously"
+    outside = sorted(str(f) for f in importers if tracking not in (ROOT / f).parents)
+    assert not outside, f"only storage/tracking/ may import mlflow, not {outside}"
 
 
 def test_the_checker_sees_nested_and_lazy_imports(tmp_path):

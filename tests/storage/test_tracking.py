@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mlflow
@@ -12,6 +13,7 @@ from rf_core.config import ModelConfig
 from rf_core.models import build_model
 from rf_core.training import checkpoint_sha256, load_checkpoint, save_checkpoint
 from storage import tracking
+from tests.conftest import free_port
 
 
 @pytest.fixture
@@ -33,6 +35,31 @@ def test_tracking_uri_defaults_to_sqlite_in_runs_dir_and_env_overrides(tmp_path,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert tracking.tracking_uri(tmp_path / "r") == "http://mlflow.example:5000"
     assert tracking.ui_command(tmp_path) == "open http://mlflow.example:5000"
+
+
+def test_config_uri_wins_over_env_and_env_is_left_as_the_user_set_it(runs_dir, monkeypatch):
+    sqlite = f"sqlite:///{runs_dir / 'mlflow.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.configure(runs_dir, sqlite) == sqlite == mlflow.get_tracking_uri()
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # MLflow exports it; not our choice to keep
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere.example:5000")
+    assert tracking.tracking_uri(runs_dir, sqlite) == sqlite
+    assert tracking.configure(runs_dir, sqlite) == sqlite  # no probe of the env's server
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://elsewhere.example:5000"
+    assert tracking.ui_command(runs_dir, "https://mlflow.example") == "open https://mlflow.example"
+
+
+@pytest.mark.parametrize("source", ["env", "config"])
+def test_unreachable_server_is_a_clear_error(runs_dir, monkeypatch, source):
+    dead = f"http://127.0.0.1:{free_port()}"
+    before = tracking.configure(runs_dir)
+    if source == "env":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
+    setting = "MLFLOW_TRACKING_URI" if source == "env" else "tracking.uri"
+    with pytest.raises(tracking.TrackingServerError, match=f"{dead} \\(from {setting}") as e:
+        tracking.configure(runs_dir, dead if source == "config" else None)
+    assert "did not answer" in str(e.value) and "unset it" in str(e.value)
+    assert mlflow.get_tracking_uri() == before  # nothing switched to the dead server
 
 
 def test_experiment_has_absolute_artifact_root_under_runs(exp, runs_dir, tmp_path):

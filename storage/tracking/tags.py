@@ -1,0 +1,14 @@
+"""Tag keys and names shared by the tracking modules (no mlflow import: plain constants)."""
+
+from __future__ import annotations
+
+CHECKPOINT_NAME = "checkpoint.pt"
+TAG_STAGE, TAG_FLOW_RUN, TAG_KEY = "rectiflow.stage", "prefect.flow_run_id", "rectiflow.stage_key"
+TAG_K, TAG_SHA = "rectiflow.k", "rectiflow.checkpoint_sha256"
+CONTEXT_GENERATED, CONTEXT_TRAINING = "generated", "training"
+TAG_DIGEST, DIGEST_CHARS = "rectiflow.digest", 32
+TAG_STORE, TAG_SOURCE = "rectiflow.store", "rectiflow.source_model"
+TAG_DISTILLED = "rectiflow.distilled"
+TAG_CLF_KEY, TAG_CLF_DATA = "rectiflow.classifier_key", "rectiflow.classifier_data_digest"
+TAG_CLF_MODEL, TAG_CLF_VERSION = "rectiflow.classifier", "rectiflow.classifier_version"
+CLASSIFIER_NAME = "classifier.pt"
