@@ -8,7 +8,6 @@ and write arrays only. The format itself is described in :mod:`storage.layout`.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
@@ -20,12 +19,9 @@ from typing import Any
 import fsspec
 import numpy as np
 import zarr
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.buffer.cpu import NDBuffer
-from zarr.core.indexing import BasicIndexer
-from zarr.core.sync import sync
 
-from storage.fastread import is_plain, read_plain_chunk
+from storage.chunkio import read_arrays, write_arrays
+from storage.fastread import is_plain
 from storage.layout import (
     DATA_ARRAYS,
     SCHEMA,
@@ -335,76 +331,9 @@ class PairStore:
                 ``out`` of the wrong shape or dtype.
             ChunkCorruptError: checksum mismatch, undecodable bytes, or data missing.
         """
-        start, stop = self.chunk_bounds(i)
         if require_done and not self.is_done(i):
             raise PairStoreError(f"pair store {self.uri}: chunk {i} has not been generated yet")
-        if out is not None:
-            self._check_out(i, out)
-        arrays = [self._arrays[name] for name in DATA_ARRAYS]
-        if out is None:
-            dtypes = (np.float32, np.float32, np.int64)
-            out = [
-                np.empty((stop - start, *a.shape[1:]), dtype=d)
-                for a, d in zip(arrays, dtypes, strict=True)
-            ]
-        direct = self._direct if stop - start == self.chunk else set()
-        for name, o in zip(DATA_ARRAYS, out, strict=True):
-            if name in direct:
-                self._read_direct(i, name, o)
-        both = zip(DATA_ARRAYS, arrays, out, strict=True)
-        rest = [(n, a, o) for n, a, o in both if n not in direct]
-        store = self._group.store
-        # The existence checks and the reads go out at once: on object storage each is a round
-        # trip, and one batch of six costs about as much as one.
-        settled = sync(
-            _gather_settled(
-                *(store.exists(self.chunk_key(name, i)) for name, _, _ in rest),
-                *(
-                    a.async_array._get_selection(
-                        BasicIndexer(slice(start, stop), a.shape, a.metadata.chunk_grid),
-                        out=NDBuffer.from_numpy_array(o),
-                        prototype=default_buffer_prototype(),
-                    )
-                    for _, a, o in rest
-                ),
-            )
-        )
-        names = [name for name, _, _ in rest]
-        for name, present in zip(names, settled[: len(rest)], strict=True):
-            if isinstance(present, BaseException):
-                raise present
-            # write_empty_chunks=True at creation, so a missing object means missing data, not a
-            # chunk equal to the fill value; reading it would silently return zeros.
-            if not present:
-                raise ChunkCorruptError(self.uri, i, f"{name} data is missing")
-        for name, e in zip(names, settled[len(rest) :], strict=True):
-            if isinstance(e, Exception):  # crc32c mismatch, truncated or undecodable object
-                raise ChunkCorruptError(self.uri, i, f"{name} unreadable ({e})") from e
-        return out[0], out[1], out[2]
-
-    def _read_direct(self, i: int, name: str, out: np.ndarray) -> None:
-        """Fill ``out`` from chunk ``i``'s file of ``name`` (local, uncompressed, full chunk)."""
-        path = os.path.join(self._root, *self.chunk_key(name, i).split("/"))
-        try:
-            read_plain_chunk(path, out)
-        except FileNotFoundError:
-            raise ChunkCorruptError(self.uri, i, f"{name} data is missing") from None
-        except (OSError, ValueError) as e:  # size or crc32c mismatch
-            raise ChunkCorruptError(self.uri, i, f"{name} unreadable ({e})") from e
-
-    def _check_out(self, i: int, out: Sequence[np.ndarray]) -> None:
-        start, stop = self.chunk_bounds(i)
-        want = [(stop - start, *self.sample_shape)] * 2 + [(stop - start,)]
-        dtypes = [np.float32, np.float32, np.int64]
-        ok = len(out) == 3 and all(
-            isinstance(a, np.ndarray) and a.shape == w and a.dtype == d and a.flags.c_contiguous
-            for a, w, d in zip(out, want, dtypes, strict=False)
-        )
-        if not ok:
-            raise PairStoreError(
-                f"out must be C-contiguous (x0, x1, y) arrays of shapes {want} and dtypes "
-                f"float32, float32, int64 for chunk {i}"
-            )
+        return read_arrays(self, i, out)
 
     def write_chunk(self, i: int, x0: np.ndarray, x1: np.ndarray, y: np.ndarray, nfe: int) -> None:
         """Write chunk ``i``'s data and NFE, then set its done marker (strictly after the data).
@@ -415,28 +344,7 @@ class PairStore:
         """
         if self.mode != "r+":
             raise PairStoreError(f"pair store {self.uri} is open read-only; open with mode='r+'")
-        start, stop = self.chunk_bounds(i)
-        m = stop - start
-        want = {"x0": (m, *self.sample_shape), "x1": (m, *self.sample_shape), "y": (m,)}
-        for name, arr in zip(DATA_ARRAYS, (x0, x1, y), strict=True):
-            if tuple(arr.shape) != want[name]:
-                raise PairStoreError(
-                    f"chunk {i}: {name} must have shape {want[name]}, got {arr.shape}"
-                )
-        if not np.isfinite(x1).all():
-            raise ChunkCorruptError(self.uri, i, "x1 has NaN or Inf; the solve diverged")
-        values = {
-            "x0": np.asarray(x0, dtype=np.float32),
-            "x1": np.asarray(x1, dtype=np.float32),
-            "y": np.asarray(y, dtype=np.int64),
-        }
-        # The three objects and the NFE counter are encoded and written concurrently on zarr's
-        # event loop (measured: faster than sequential writes; on object storage one round trip
-        # instead of four); all finish before the marker is set.
-        arrays = {k: self._arrays[k].async_array for k in (*DATA_ARRAYS, "nfe")}
-        writes = [arrays[k].setitem(slice(start, stop), v) for k, v in values.items()]
-        sync(_gather([*writes, arrays["nfe"].setitem(i, int(nfe))]))
-        self._arrays["done"][i] = True
+        write_arrays(self, i, x0, x1, y, nfe)
 
     def clear_marker(self, i: int) -> None:
         """Unset chunk ``i``'s done marker so generation redoes it."""
@@ -496,13 +404,3 @@ class PairStore:
 
     def __repr__(self) -> str:
         return f"PairStore({self.uri!r}, n={self.n}, chunk={self.chunk}, mode={self.mode!r})"
-
-
-async def _gather_settled(*coroutines) -> list:
-    """Await coroutines concurrently; each result is its value or the exception it raised."""
-    return await asyncio.gather(*coroutines, return_exceptions=True)
-
-
-async def _gather(coroutines) -> list:
-    """Await coroutines concurrently (on zarr's event loop, via ``zarr.core.sync.sync``)."""
-    return await asyncio.gather(*coroutines)
