@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.procs import free_port, stop_process  # noqa: F401  (used by test modules)
 
 _HOME = Path(tempfile.mkdtemp(prefix="rectiflow-tests-"))
 os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
@@ -110,9 +111,3 @@ def tiny_yaml(tmp_path: Path, runs_dir: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_config_dict(runs_dir)))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, tiny_config_dict
+from tests.conftest import free_port, stop_process, tiny_config_dict
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -63,12 +63,7 @@ def server(tmp_path) -> tuple[str, dict]:
         _wait_healthy(api, proc)
         yield api, {**env, "PREFECT_API_URL": api}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.mark.slow

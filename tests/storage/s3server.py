@@ -7,13 +7,14 @@ s3fs/aiobotocore exactly as it would to AWS or MinIO.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from tests.procs import free_port, stop_process
 
 # What a user sets for a non-AWS endpoint; fixtures put these in os.environ, so every child
 # process (generation workers, CLIs) inherits them. The config files point nowhere so that a
@@ -25,12 +26,6 @@ CREDENTIALS = {
     "AWS_CONFIG_FILE": "/nonexistent/rectiflow-aws-config",
     "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/rectiflow-aws-credentials",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _answers(endpoint: str) -> bool:
@@ -75,9 +70,4 @@ def start_moto(log_dir: Path, auth: bool = False, timeout: float = 120.0):
 
 
 def stop_moto(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)
