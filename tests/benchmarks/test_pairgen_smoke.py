@@ -5,7 +5,7 @@ from dataclasses import fields
 import pytest
 import torch
 
-from benchmarks.common import markdown_table, replace_section
+from benchmarks.common import ROOT, markdown_table, replace_section
 from benchmarks.pairgen import (
     TINY_MODEL,
     PairRow,
@@ -13,13 +13,18 @@ from benchmarks.pairgen import (
     choose_default,
     efficiency,
     pair_error,
+    reference_solve,
     render,
     run,
+    sample_errors,
     seed_recipe,
     store_solver,
 )
+from rf_core import models
 from rf_core.models import build_model
 from rf_core.solvers import solve_ode
+
+_original_embedding = models.timestep_embedding
 
 
 def test_pair_error_on_a_known_case():
@@ -31,13 +36,36 @@ def test_pair_error_on_a_known_case():
         pair_error(x1, ref.flatten())
 
 
+def test_sample_errors_split_the_pair_error_by_sample():
+    ref = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # RMS = 2.5
+    x1 = ref + torch.tensor([[0.0, 0.0], [1.0, -1.0]])  # only the second sample is off, by 1
+    errs = sample_errors(x1, ref)
+    assert errs.tolist() == pytest.approx([0.0, 0.4])
+    assert errs.pow(2).mean().sqrt().item() == pytest.approx(pair_error(x1, ref))
+    with pytest.raises(ValueError, match="differ in shape"):
+        sample_errors(x1, ref[:1])
+
+
+def test_reference_is_a_float64_solve_that_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = build_model(TINY_MODEL).eval()
+    x0, y = torch.randn(3, *TINY_MODEL.data_shape), torch.randint(0, 10, (3,))
+    ref, nfe = reference_solve(model, x0, y, tol=1e-6, batch_size=2, dtype=torch.float64)
+    assert ref.dtype == torch.float64 and ref.shape == x0.shape and nfe > 6
+    assert next(model.parameters()).dtype == torch.float32  # a double copy was solved
+    assert models.timestep_embedding is _original_embedding  # the swap is undone
+    f32, nfe32 = reference_solve(model, x0, y, tol=1e-6, batch_size=2)
+    assert f32.dtype == torch.float32 and nfe32 > 6
+    assert 0 < pair_error(f32, ref) < 1e-3  # the same ODE, float32 round-off apart
+
+
 def test_efficiency_is_forward_time_share():
     # 2 pairs/s at 10 NFE = 20 forwards/s out of 40 possible
     assert efficiency(2.0, 10, 40.0) == pytest.approx(0.5)
 
 
 def _row(name, nfe, err, rate=1.0):
-    return PairRow(name, "solve_ode", 4, nfe, rate, 1.0, err, 1.0)
+    return PairRow(name, "solve_ode", 4, nfe, rate, 1.0, err, err, err, 1.0)
 
 
 def test_choose_default_takes_fewest_nfe_within_the_error_then_the_fastest():
@@ -91,7 +119,7 @@ def test_tiny_run_reports_every_field(tmp_path):
     if res.default is not None:  # chosen within the seed's own error, through a real store
         assert res.default.pair_error <= res.seed.pair_error
         assert res.default.path == "zarr (generate_chunks)"
-    assert {lv.batch for lv in res.levers} >= {4, 16, 64, 256}
+    assert {lv.batch for lv in res.levers} >= {4, 64, 256, 512}
     md = render(res, "cmd", "note")
     header = "| " + " | ".join(f.name for f in fields(PairRow)) + " |"
     assert header in md and "Levers" in md and "cmd" in md
@@ -119,3 +147,22 @@ def test_cli_rejects_non_positive_sizes_naming_the_flag(argv, names, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2 and names in capsys.readouterr().err
+
+
+def test_config_solver_with_a_grid_is_a_store_solver():
+    from pydantic import ValidationError
+
+    from flows.config import SolverParams, load_config
+    from storage.layout import normalize_solver
+
+    cfg = load_config(ROOT / "configs" / "mnist5k.yaml").pairs
+    stored = normalize_solver({**cfg.solver.model_dump(), "batch_size": None}, cfg.chunk)
+    assert stored["method"] == cfg.solver.method and stored["steps"] == cfg.solver.steps
+    ends = SolverParams(method="rk4", steps=8, grid="ends", rho=1.5).model_dump()
+    assert normalize_solver(ends, 4) | {"batch_size": 4} == normalize_solver(
+        store_solver(Setting("rk4", 8, grid="ends", rho=1.5), 4) | {"atol": 1e-5, "rtol": 1e-5}, 4
+    )
+    with pytest.raises(ValidationError, match="grid 'ends' needs a fixed-step method"):
+        SolverParams(method="dopri5", grid="ends")
+    with pytest.raises(ValidationError, match="grid"):
+        SolverParams(method="rk4", steps=8, grid="zigzag")
