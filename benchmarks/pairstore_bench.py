@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.common import (
     ROOT,
@@ -192,6 +192,13 @@ def bench_stream(uri: str, batch: int, rounds: int) -> list[Row]:
             idx = perm[s : s + batch]
             torch.from_numpy(x0[idx]), torch.from_numpy(x1[idx]), torch.from_numpy(y[idx])
 
+    tensors = TensorDataset(torch.from_numpy(x0), torch.from_numpy(x1), torch.from_numpy(y))
+
+    def tensor_loader():
+        # What a PyTorch user iterates for pairs held in memory: shuffled DataLoader batches.
+        for _ in DataLoader(tensors, batch_size=batch, shuffle=True):
+            pass
+
     def stream(workers: int, prefetch: bool = True):
         ds = PairStream(uri, batch_size=batch, buffer_chunks=4, prefetch=prefetch)
         for _ in DataLoader(ds, batch_size=None, num_workers=workers):
@@ -200,15 +207,28 @@ def bench_stream(uri: str, batch: int, rounds: int) -> list[Row]:
     t = interleave(
         {
             "memory": memory,
+            "loader": tensor_loader,
             "w0": lambda: stream(0),
             "w0-inline": lambda: stream(0, prefetch=False),
             "w1": lambda: stream(1),
         },
         rounds,
     )
-    return streamed_vs_memory(
+    rows = streamed_vs_memory(
         t, n, f"streamed samples/s / in-memory tensor ({{}}, batch {batch})", "{:.0f}/s", 0.8
     )
+    loader, stream_rate = n / median(t["loader"]), n / median(t["w0"])
+    rows.append(
+        Row(
+            f"streamed samples/s (in-process) / DataLoader(TensorDataset) shuffled, batch {batch}",
+            f"{loader:.0f}/s",
+            f"{stream_rate:.0f}/s",
+            stream_rate / loader,
+            "(context)",
+            stream_rate / loader >= 0.8,
+        )
+    )
+    return rows
 
 
 def bench_training(uri: str, batch: int, steps: int, rounds: int) -> list[Row]:
