@@ -60,6 +60,10 @@ def only_config_knows(endpoint, monkeypatch):
     options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
     s3fs.S3FileSystem(**options).mkdir(BUCKET)
     yield {"s3": options}
+    # The flows exported FSSPEC_S3 (for their child processes): remove it, or later tests' child
+    # processes would inherit this test's endpoint, which is gone by then.
+    for key in [k for k in os.environ if k.startswith("FSSPEC_")]:
+        del os.environ[key]
     fsspec.config.conf.clear()
     fsspec.config.conf.update(saved)
     s3fs.S3FileSystem.clear_instance_cache()

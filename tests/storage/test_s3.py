@@ -139,7 +139,8 @@ def test_kill_9_on_s3_then_resume_equals_an_uninterrupted_local_store(s3, tmp_pa
     while done_count(uri) == 0 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(random.uniform(0.0, 0.25))
-    assert proc.poll() is None, "generation finished before it could be killed"
+    if proc.poll() is not None:
+        raise AssertionError(f"generation ended before it could be killed:\n{proc.stderr.read()}")
     proc.kill()  # SIGKILL: uploads cut wherever they are
     proc.wait()
     done = done_count(uri)
