@@ -285,8 +285,8 @@ def bench_training(uri: str, batch: int, steps: int, rounds: int) -> list[Row]:
 # Streamed settings: in-process with the background read (the default), without it, and in one
 # DataLoader worker process (which prefetches too).
 SETTINGS = {
-    "w0": "in-process",
-    "w0-inline": "in-process, prefetch=False",
+    "w0": "in-process, prefetch=True",
+    "w0-inline": "in-process, prefetch=False (default)",
     "w1": "1 DataLoader worker",
 }
 

@@ -39,7 +39,9 @@ class PairStream(IterableDataset):
         only_done: stream the chunks generated so far from an unfinished store.
         drop_last: drop each worker's final short batch.
         prefetch: read the next buffer on a background thread while the current one is consumed
-            (holds two buffers in memory instead of one; batches are identical either way).
+            (holds two buffers in memory instead of one; batches are identical either way). Off
+            by default: on a 2-core CPU the reader competes with the training step's threads
+            (BENCHMARKS.md, pair store); worth trying where the step runs on a GPU.
 
     Yields:
         x0 (B, *sample_shape) float32, x1 (B, *sample_shape) float32, y (B,) int64.
@@ -57,7 +59,7 @@ class PairStream(IterableDataset):
         world_size: int = 1,
         only_done: bool = False,
         drop_last: bool = False,
-        prefetch: bool = True,
+        prefetch: bool = False,
     ):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("buffer_chunks", buffer_chunks)):

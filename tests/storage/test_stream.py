@@ -135,7 +135,7 @@ def test_prefetching_yields_the_same_batches(finished, shuffle):
 
 
 def test_prefetch_stops_cleanly_and_reports_corrupt_chunks(finished, tmp_path):
-    stream = PairStream(finished, batch_size=4, buffer_chunks=1)
+    stream = PairStream(finished, batch_size=4, buffer_chunks=1, prefetch=True)
     first = next(iter(stream))  # abandoning the epoch must not hang on the reader thread
     assert len(first[0]) == 4
     bad = tmp_path / "bad.zarr"
@@ -144,7 +144,7 @@ def test_prefetch_stops_cleanly_and_reports_corrupt_chunks(finished, tmp_path):
     data = bytearray(obj.read_bytes())
     data[40] ^= 0xFF  # one flipped byte in chunk 5's x1: its crc32c no longer matches
     obj.write_bytes(bytes(data))
-    stream = PairStream(str(bad), batch_size=4, buffer_chunks=1, shuffle=False)
+    stream = PairStream(str(bad), batch_size=4, buffer_chunks=1, shuffle=False, prefetch=True)
     delivered = []
     with pytest.raises(ChunkCorruptError, match="chunk 5 is corrupt"):
         for _, _, y in stream:
