@@ -7,10 +7,8 @@ reflow stream.
 
 from __future__ import annotations
 
-import copy
 import os
 
-import fsspec
 import pytest
 import s3fs
 
@@ -20,7 +18,7 @@ from flows.train import train_reflow
 from storage import tracking
 from storage.pairstore import PairStore
 from tests.conftest import tiny_config_dict
-from tests.storage.s3server import start_moto, stop_moto
+from tests.storage.s3server import start_moto, stop_moto, storage_options_undone
 
 BUCKET = "rf-flows"
 
@@ -51,22 +49,15 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture
 def only_config_knows(endpoint, monkeypatch):
     """No AWS_* / FSSPEC_* in the environment; fsspec's config restored afterwards."""
-    for key in [k for k in os.environ if k.startswith(("AWS_", "FSSPEC_"))]:
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-    saved = copy.deepcopy(fsspec.config.conf)
-    s3fs.S3FileSystem.clear_instance_cache()
-    options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
-    s3fs.S3FileSystem(**options).mkdir(BUCKET)
-    yield {"s3": options}
-    # The flows exported FSSPEC_S3 (for their child processes): remove it, or later tests' child
-    # processes would inherit this test's endpoint, which is gone by then.
-    for key in [k for k in os.environ if k.startswith("FSSPEC_")]:
-        del os.environ[key]
-    fsspec.config.conf.clear()
-    fsspec.config.conf.update(saved)
-    s3fs.S3FileSystem.clear_instance_cache()
+    with storage_options_undone(monkeypatch):  # the flows export FSSPEC_S3 for their children
+        s3fs.S3FileSystem.clear_instance_cache()
+        options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+        s3fs.S3FileSystem(**options).mkdir(BUCKET)
+        yield {"s3": options}
 
 
 @pytest.mark.slow

@@ -6,12 +6,15 @@ s3fs/aiobotocore exactly as it would to AWS or MinIO.
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.procs import free_port, stop_process
@@ -71,3 +74,24 @@ def start_moto(log_dir: Path, auth: bool = False, timeout: float = 120.0):
 
 def stop_moto(proc: subprocess.Popen) -> None:
     stop_process(proc)
+
+
+@contextmanager
+def storage_options_undone(monkeypatch) -> Iterator[None]:
+    """Run with no FSSPEC_* variables, then undo what set_storage_options did: fsspec's config
+    and the FSSPEC_* variables it exported (later tests' child processes would inherit them)."""
+    import fsspec
+    import s3fs
+
+    saved = copy.deepcopy(fsspec.config.conf)
+    for key in [k for k in os.environ if k.startswith("FSSPEC_")]:
+        monkeypatch.delenv(key)
+    try:
+        yield
+    finally:
+        fsspec.config.conf.clear()
+        fsspec.config.conf.update(saved)
+        for key in [k for k in os.environ if k.startswith("FSSPEC_")]:
+            del os.environ[key]
+        # fsspec caches filesystem instances by their arguments, not by the config they read.
+        s3fs.S3FileSystem.clear_instance_cache()

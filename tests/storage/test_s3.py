@@ -8,7 +8,6 @@ user sets them: ``AWS_*`` environment variables, or :func:`storage.location.set_
 
 from __future__ import annotations
 
-import copy
 import os
 import random
 import subprocess
@@ -31,7 +30,7 @@ from storage.location import exists, set_storage_options
 from storage.pairstore import PairStore, PairStoreError
 from storage.stream import PairStream
 from storage.verify import verify
-from tests.storage.s3server import CREDENTIALS, start_moto, stop_moto
+from tests.storage.s3server import CREDENTIALS, start_moto, stop_moto, storage_options_undone
 from tests.storage.storekit import REPO, fill_with_index, run_py, source_for, store_kwargs
 
 BUCKET = "rf-pairs"
@@ -71,15 +70,8 @@ def fs(s3) -> s3fs.S3FileSystem:
 @pytest.fixture
 def fresh_conf(monkeypatch):
     """Undo set_storage_options: fsspec's config and the FSSPEC_* variables it exports."""
-    saved = copy.deepcopy(fsspec.config.conf)
-    for key in [k for k in os.environ if k.startswith("FSSPEC_")]:
-        monkeypatch.delenv(key)
-    yield
-    fsspec.config.conf.clear()
-    fsspec.config.conf.update(saved)
-    for key in [k for k in os.environ if k.startswith("FSSPEC_")]:
-        del os.environ[key]
-    _reset_fsspec()
+    with storage_options_undone(monkeypatch):
+        yield
 
 
 def new_uri(name: str) -> str:
