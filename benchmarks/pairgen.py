@@ -4,11 +4,14 @@
     python -m benchmarks.pairgen --tiny          # seconds: untrained tiny model, smoke of the path
     python -m benchmarks.pairgen --quality       # also 2-RF on default vs seed pairs (slow)
     python -m benchmarks.pairgen --check-reference   # float32 vs float64 reference, then exit
+    python -m benchmarks.pairgen --no-compile    # without the default's compile: true arm
 
 (a) the seed recipe: torchdiffeq dopri5, rtol = atol = 1e-5, batches of 256 kept in memory;
 (b) candidate settings of rectiflow (fixed-step solvers on time grids, looser adaptive solvers);
 the chosen default is then timed through ``storage.generate.generate_chunks`` into a real Zarr
-pair store, interleaved with (a). All use the same noise and labels (a store's chunk inputs).
+pair store, interleaved with (a), eagerly and with ``compile: true`` (rf_core.compiled; its
+one-off compilation is timed apart and reported with the pair count where it pays off).
+All use the same noise and labels (a store's chunk inputs).
 
 Pair error = RMS(x1 - x1_ref) / RMS(x1_ref) against dopri5 at rtol = atol = 1e-7 on the same
 noise (float32; ``--ref-dtype float64`` for a double solve, measured 4e-5 away at 5x the time).
@@ -70,7 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=int, default=BENCH_TRAIN.steps)
     p.add_argument("--checkpoint", type=Path, default=None, help="use this 1-RF checkpoint")
     p.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "bench")
-    p.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    p.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="skip the compiled arm (compile: true needs a C++ compiler; ~30-60 s first call)",
+    )
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tiny model)")
     p.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
     p.add_argument("--check-reference", action="store_true", help="reference check, then exit")
@@ -123,7 +130,7 @@ def main(argv: list[str] | None = None) -> PairgenResult | dict:
     sha = checkpoint_sha256(path)
     ref_dtype = getattr(torch, a.ref_dtype)
     res = run(
-        model, cfg, a.pairs, batch, a.rounds, settings, a.compile, a.cache_dir, sha,
+        model, cfg, a.pairs, batch, a.rounds, settings, not a.no_compile, a.cache_dir, sha,
         ref_dtype=ref_dtype,
     )  # fmt: skip
     args = sys.argv[1:] if argv is None else argv

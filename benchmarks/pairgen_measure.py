@@ -30,7 +30,8 @@ from benchmarks.pairgen_core import (
     store_solver,
     time_wiggle,
 )
-from benchmarks.pairgen_setup import forward_seconds, make_store, store_inputs
+from benchmarks.pairgen_setup import forward_inputs, forward_seconds, make_store, store_inputs
+from rf_core.compiled import CompileError, compile_velocity
 from rf_core.config import ModelConfig
 from rf_core.solvers import solve_ode
 from storage.generate import generate_chunks
@@ -63,6 +64,8 @@ class PairgenResult:
     seed: PairRow
     default: PairRow | None
     default_setting: Setting | None
+    compiled: PairRow | None
+    compile_seconds: float | None
     screen: list[PairRow]
     levers: list[LeverRow]
     rounds: list[dict]
@@ -132,42 +135,65 @@ def screen_settings(model, cfg, x0, y, x1_ref, settings, batch, seed_rate, log) 
     return rows
 
 
-def head_to_head(model, cfg, root, x0, y, best, batch, seed_bs, rounds, sha, log):
+def _generate_arm(model, cfg, root, name, n, batch, solver, sha):
+    """One timed generate_chunks run into a fresh store; ``model`` may be a compiled one."""
+    store = make_store(root, name, n, batch, cfg, solver, sha)
+    store = PairStore.open(store.uri, mode="r+")
+    timing, stats = timed_solve(
+        lambda: generate_chunks(model, store),
+        lambda st, chunks=store.n_chunks: round(st.nfe / chunks),  # one solve per chunk
+        model,
+        cfg,
+        n,
+        batch,
+    )
+    return timing, store, stats
+
+
+def read_x1(store: PairStore) -> Tensor:
+    """(n, *shape) x1 of every chunk of ``store``, read back through Zarr."""
+    return torch.cat([torch.from_numpy(store.read_chunk(i)[1]) for i in range(store.n_chunks)])
+
+
+def head_to_head(model, cfg, root, x0, y, best, batch, seed_bs, rounds, sha, log, compiled=None):
     """Interleave the seed recipe (in memory) and the default through generate_chunks into Zarr.
+
+    With ``compiled`` (the model under rf_core.compiled, already warmed up), each round also
+    generates with the default solver and ``compile: true``; its forwards for the efficiency are
+    the compiled model's.
 
     Returns:
         seed timings, default timings, the seed's x1 and NFE, the default's x1 (read back from
-        the last store) and NFE per pair, and a per-round log.
+        the last store) and NFE per pair, a per-round log, and the compiled arm's timings and x1
+        (empty and None without ``compiled``).
     """
     n = len(x0)
-    seed_t, gen_t, log_rows = [], [], []
+    seed_t, gen_t, comp_t, x1_comp, log_rows = [], [], [], None, []
     for r in range(rounds):
         tm, (x1_seed, seed_nfe) = timed_solve(
             lambda: seed_recipe(model, x0, y, seed_bs), lambda o: o[1], model, cfg, n, seed_bs
         )
         seed_t.append(tm)
-        store = make_store(root, f"default-{r}", n, batch, cfg, store_solver(best, batch), sha)
-        store = PairStore.open(store.uri, mode="r+")
-        gm, stats = timed_solve(
-            lambda store=store: generate_chunks(model, store),
-            lambda st, chunks=store.n_chunks: round(st.nfe / chunks),  # one solve per chunk
-            model,
-            cfg,
-            n,
-            batch,
-        )
+        solver = store_solver(best, batch)
+        gm, store, stats = _generate_arm(model, cfg, root, f"default-{r}", n, batch, solver, sha)
         gen_t.append(gm)
-        log_rows.append({"round": r, "seed_s": tm.seconds, "default_s": gm.seconds})
-        log(
-            f"  round {r}: seed {tm.seconds:.1f} s (eff {tm.efficiency:.2f}), "
-            f"default {gm.seconds:.1f} s (eff {gm.efficiency:.2f})"
-        )
-    x1 = torch.cat([torch.from_numpy(store.read_chunk(i)[1]) for i in range(store.n_chunks)])
+        row = {"round": r, "seed_s": tm.seconds, "default_s": gm.seconds}
+        msg = f"  round {r}: seed {tm.seconds:.1f} s (eff {tm.efficiency:.2f}), "
+        msg += f"default {gm.seconds:.1f} s (eff {gm.efficiency:.2f})"
+        if compiled is not None:
+            solver = {**solver, "compile": True}
+            cm, cstore, _ = _generate_arm(compiled, cfg, root, f"comp-{r}", n, batch, solver, sha)
+            comp_t.append(cm)
+            row["compiled_s"] = cm.seconds
+            msg += f", compiled {cm.seconds:.1f} s (eff {cm.efficiency:.2f})"
+            x1_comp = read_x1(cstore) if r == rounds - 1 else None
+        log_rows.append(row)
+        log(msg)
     nfe = round(stats.nfe / store.n_chunks)
-    return seed_t, gen_t, x1_seed, seed_nfe, x1, nfe, log_rows
+    return seed_t, gen_t, x1_seed, seed_nfe, read_x1(store), nfe, log_rows, comp_t, x1_comp
 
 
-def measure_levers(model, cfg: ModelConfig, batch: int, rounds: int, try_compile: bool, log):
+def measure_levers(model, cfg: ModelConfig, batch: int, rounds: int, compiled, log):
     """Forward images/s under the execution options that could speed up generation."""
     g = torch.Generator().manual_seed(2)
 
@@ -189,14 +215,8 @@ def measure_levers(model, cfg: ModelConfig, batch: int, rounds: int, try_compile
     model.to(memory_format=torch.contiguous_format)
     for b in sorted({64, 256, 512} - {batch}):
         fns[f"inference_mode, batch {b}"] = call(model, b)
-    if try_compile:
-        try:
-            sec, compiled = timed(lambda: torch.compile(model, dynamic=False))
-            warm, _ = timed(call(compiled, batch))
-            fns[f"torch.compile, batch {batch}"] = call(compiled, batch)
-            log(f"  torch.compile: first call {warm + sec:.0f} s")
-        except Exception as e:  # report, don't fail the benchmark: compile needs a toolchain
-            log(f"  torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+    if compiled is not None:  # rf_core.compiled: torch.compile, frozen weights, padded batch
+        fns[f"torch.compile (frozen), batch {batch}"] = call(compiled, batch)
     times = interleave(fns, rounds)
     base = batch / median(next(iter(times.values())))
     rows = []
@@ -214,7 +234,7 @@ def run(
     batch: int,
     rounds: int = 3,
     settings: list[Setting] | None = None,
-    try_compile: bool = False,
+    try_compile: bool = True,
     workdir: Path | None = None,
     model_sha: str = "unsaved",
     log=print,
@@ -230,7 +250,8 @@ def run(
             fewer pairs than 256 that is one batch of all ``n_pairs``).
         rounds: interleaved timing rounds of the seed recipe vs the default (A, B, A, B, ...).
         settings: candidates to screen; default :func:`candidates`.
-        try_compile: also measure torch.compile's forward throughput.
+        try_compile: also time the default with ``compile: true`` (rf_core.compiled) in the
+            head to head and the compiled forward among the levers.
         workdir: where the Zarr stores go (a temp dir inside it, removed at the end).
         model_sha: the model checkpoint's sha256, recorded as the stores' source.
         log: progress printer.
@@ -257,11 +278,14 @@ def run(
             model, cfg, x0, y, x1_ref, settings, batch, n_pairs / tm.seconds, log
         )
         _, best = choose_default(screen, settings, seed_err)
-        seed_t, default_row, round_log = [tm], None, []
+        seed_t, default_row, comp_row, round_log = [tm], None, None, []
+        compiled, comp_s = warm_compiled(model, cfg, batch, log) if try_compile else (None, None)
         if best is not None:
             log(f"default: {best.name}; timing it through a Zarr store vs the seed recipe")
-            seed_t, gen_t, x1_seed, seed_nfe, x1_def, nfe, round_log = head_to_head(
-                model, cfg, root, x0, y, best, batch, seed_bs, rounds, model_sha, log
+            seed_t, gen_t, x1_seed, seed_nfe, x1_def, nfe, round_log, comp_t, x1_comp = (
+                head_to_head(
+                    model, cfg, root, x0, y, best, batch, seed_bs, rounds, model_sha, log, compiled
+                )
             )
         seed_row = make_row(
             "seed: dopri5 tol=1e-05", "seed (memory)", seed_bs, seed_nfe, n_pairs, seed_t,
@@ -272,12 +296,36 @@ def run(
                 best.name, "zarr (generate_chunks)", batch, nfe, n_pairs, gen_t, x1_def, x1_ref,
                 seed_row.pairs_per_s,
             )  # fmt: skip
-        levers = measure_levers(model, cfg, batch, max(rounds, 2), try_compile, log)
+        if comp_t:
+            comp_row = make_row(
+                f"{best.name} + compile", "zarr (generate_chunks)", batch, nfe, n_pairs, comp_t,
+                x1_comp, x1_ref, seed_row.pairs_per_s,
+            )  # fmt: skip
+        levers = measure_levers(model, cfg, batch, max(rounds, 2), compiled, log)
     dtype_name = str(ref_dtype).removeprefix("torch.")
     return PairgenResult(
         n_pairs, batch, dtype_name, ref_nfe, ref_s, time_wiggle(model), seed_row, default_row,
-        best, screen, levers, round_log, time.perf_counter() - start,
+        best, comp_row, comp_s, screen, levers, round_log, time.perf_counter() - start,
     )  # fmt: skip
+
+
+def warm_compiled(model: nn.Module, cfg: ModelConfig, batch: int, log):
+    """The model compiled as generation compiles it, after its first (compiling) call.
+
+    Returns:
+        (compiled model, seconds of the first call), or (None, None) when compilation fails (no
+        C++ compiler): the benchmark then reports the eager default only.
+    """
+    compiled = compile_velocity(model, batch)
+    x, t, y = forward_inputs(cfg, batch)
+    try:
+        with torch.inference_mode():
+            sec, _ = timed(lambda: compiled(x, t, y))
+    except CompileError as e:
+        log(f"  compile unavailable: {e}")
+        return None, None
+    log(f"  torch.compile (frozen weights, batch {batch}): first call {sec:.0f} s")
+    return compiled, sec
 
 
 def reference_check(model: nn.Module, x0: Tensor, y: Tensor, batch: int) -> dict:

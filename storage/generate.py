@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rf_core.compiled import BatchCompiled, compile_velocity
 from rf_core.solvers import solve_ode
 from rf_core.timegrids import time_grid
 from storage.layout import ChunkCorruptError, PairStoreError
@@ -92,6 +93,28 @@ def solve_chunk(
     return x0.numpy(), x1, y.numpy(), int(getattr(res, "nfe_total", res.nfe))
 
 
+def prepare_model(model: nn.Module, store: PairStore, device: str | torch.device) -> nn.Module:
+    """``model`` on ``device``, compiled at the solve batch size when the store's solver says so.
+
+    Idempotent: a model already compiled for this store is returned as it is, so a caller that
+    generates in several calls (a shard task's groups of chunks) compiles once.
+
+    Raises:
+        PairStoreError: ``model`` was compiled for another batch size than the store's.
+    """
+    batch = store.solver["batch_size"]
+    if isinstance(model, BatchCompiled):
+        if model.batch_size != batch or not store.solver["compile"]:
+            raise PairStoreError(
+                f"model is compiled for batch {model.batch_size} but pair store {store.uri} "
+                f"solves batches of {batch} with compile={store.solver['compile']}; pass the "
+                "plain model"
+            )
+        return model
+    model = model.to(device)
+    return compile_velocity(model, batch) if store.solver["compile"] else model
+
+
 class _Writer:
     """One background thread writing finished chunks; put() blocks while one write is pending."""
 
@@ -135,7 +158,8 @@ def generate_chunks(
     """Generate the given chunks of ``store`` that are not done yet.
 
     Args:
-        model: velocity field ``v = model(x, t, y)``, the store's source model; moved to ``device``.
+        model: velocity field ``v = model(x, t, y)``, the store's source model; moved to ``device``
+            (and compiled there when the store's solver says ``compile``).
         store: a store opened with mode "r+".
         chunk_ids: chunks to generate; ``None`` = all. Done chunks are skipped.
         device: where to solve.
@@ -161,7 +185,7 @@ def generate_chunks(
     ids = list(range(store.n_chunks)) if chunk_ids is None else [int(i) for i in chunk_ids]
     for i in ids:
         store.chunk_bounds(i)  # validates before any work
-    model = model.to(device)
+    model = prepare_model(model, store, device)
     writer = _Writer(store) if overlap else None
     done = skipped = nfe = 0
     try:

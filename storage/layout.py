@@ -30,9 +30,10 @@ from rf_core.timegrids import GRIDS
 SCHEMA = "rf-pairs/1"
 DATA_ARRAYS = ("x0", "x1", "y")
 SOURCE_KEYS = ("model_id", "model_uri", "run_id", "checkpoint_sha256", "k")
-SOLVER_KEYS = ("method", "rtol", "atol", "steps", "batch_size", "grid", "rho")
-# Stores from before "grid" and "rho" existed solved on the uniform grid: missing keys mean these.
-SOLVER_DEFAULTS = {"grid": "uniform", "rho": 2.0}
+SOLVER_KEYS = ("method", "rtol", "atol", "steps", "batch_size", "grid", "rho", "compile")
+# Stores from before "grid", "rho" and "compile" existed solved eagerly on the uniform grid:
+# missing keys mean these.
+SOLVER_DEFAULTS = {"grid": "uniform", "rho": 2.0, "compile": False}
 # Grids whose points depend on rho (rf_core.timegrids.time_grid); for the others rho is unused.
 RHO_GRIDS = ("ends", "end", "start")
 # Compressors per data array; a crc32c checksum is always appended. Gaussian noise (x0) does not
@@ -88,7 +89,9 @@ def normalize_solver(solver: Mapping[str, Any], chunk: int) -> dict[str, Any]:
     The batch partition is part of the solver: adaptive step control runs over a whole batch and
     kernels may round differently per batch size, so the same partition is needed to regenerate a
     chunk bit for bit. ``grid`` (one of :data:`rf_core.timegrids.GRIDS`, default "uniform") and
-    ``rho`` (its strength, default 2.0) place the steps of fixed-step methods.
+    ``rho`` (its strength, default 2.0) place the steps of fixed-step methods. ``compile`` (default
+    false) runs the model under torch.compile (rf_core.compiled), which rounds differently from
+    eager execution, so it is part of the solver too.
     """
     unknown = set(solver) - set(SOLVER_KEYS)
     if unknown or not isinstance(solver.get("method"), str):
@@ -108,6 +111,9 @@ def normalize_solver(solver: Mapping[str, Any], chunk: int) -> dict[str, Any]:
     if isinstance(rho, bool) or not isinstance(rho, int | float) or not 0 < rho < math.inf:
         raise PairStoreError(f"solver['rho'] must be a finite float > 0, got {rho!r}")
     out["rho"] = float(rho)
+    out["compile"] = SOLVER_DEFAULTS["compile"] if out["compile"] is None else out["compile"]
+    if not isinstance(out["compile"], bool):
+        raise PairStoreError(f"solver['compile'] must be true or false, got {out['compile']!r}")
     if out["grid"] != "uniform":
         if out["method"] in ADAPTIVE_METHODS:
             raise PairStoreError(

@@ -14,7 +14,7 @@ from prefect.runtime import task_run
 from torch import nn
 
 from rf_core.training import checkpoint_sha256, load_checkpoint
-from storage.generate import generate_chunks
+from storage.generate import generate_chunks, prepare_model
 from storage.pairstore import PairStore
 
 
@@ -86,7 +86,8 @@ def generate_shard(
     """
     attempt = task_run.run_count or 1
     store = PairStore.open(store_uri, mode="r+")
-    model = load_source_model(store, checkpoint, device)
+    # Compiled once here (when the store's solver says compile), not once per group of chunks.
+    model = prepare_model(load_source_model(store, checkpoint, device), store, device)
     stats = {"generated": 0, "skipped": 0, "nfe": 0, "seconds": 0.0}
     for j in range(0, len(chunk_ids), group):
         s = generate_chunks(model, store, chunk_ids[j : j + group], device=device)

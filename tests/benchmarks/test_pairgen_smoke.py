@@ -106,6 +106,7 @@ def test_seed_recipe_matches_solve_ode_dopri5():
     assert nfe == res.nfe and torch.allclose(x1, res.x1, atol=1e-6)
 
 
+@pytest.mark.slow  # compiles the tiny U-Net (tens of seconds on 2 cores)
 def test_tiny_run_reports_every_field(tmp_path):
     torch.manual_seed(0)
     model = build_model(TINY_MODEL).eval()
@@ -120,6 +121,14 @@ def test_tiny_run_reports_every_field(tmp_path):
         assert res.default.pair_error <= res.seed.pair_error
         assert res.default.path == "zarr (generate_chunks)"
     assert {lv.batch for lv in res.levers} >= {4, 64, 256, 512}
+    # The compiled arm: compiled once (timed apart), measured as a forward lever and, when a
+    # default exists, through a store with compile: true -- the same pairs up to rounding.
+    assert res.compile_seconds > 0
+    assert "torch.compile (frozen), batch 4" in {lv.option for lv in res.levers}
+    if res.default is not None:
+        assert res.compiled.setting == f"{res.default.setting} + compile"
+        assert res.compiled.nfe_per_pair == res.default.nfe_per_pair
+        assert res.compiled.pair_error == pytest.approx(res.default.pair_error, rel=1e-2, abs=1e-5)
     md = render(res, "cmd", "note")
     header = "| " + " | ".join(f.name for f in fields(PairRow)) + " |"
     assert header in md and "Levers" in md and "cmd" in md

@@ -30,6 +30,7 @@ def test_create_writes_the_documented_layout(tmp_path):
         "batch_size": 8,
         "grid": "uniform",
         "rho": 2.0,
+        "compile": False,
     }
     for key in ("dataset", "code_version", "created_at", "num_classes", "seed", "n", "chunk"):
         assert key in attrs
@@ -159,7 +160,7 @@ def test_grid_resume_compares_what_changes_the_bytes(tmp_path):
     uri = str(tmp_path / "p.zarr")
     fill_with_index(PairStore.create(uri, **store_kwargs(solver=ends)), [1])
     with pytest.raises(
-        PairStoreError, match=r"store has .*'rho': 2.0\}, this run asks for .*'rho': 3.0\}"
+        PairStoreError, match=r"store has .*'rho': 2.0, .*\}, this run asks for .*'rho': 3.0, "
     ):
         PairStore.open_or_create(uri, **store_kwargs(solver={**ends, "rho": 3.0}))
     # rho does not move the points of the uniform grid: a different rho resumes.
@@ -169,18 +170,36 @@ def test_grid_resume_compares_what_changes_the_bytes(tmp_path):
     assert again.missing_chunks() == [0, 2, 3]
 
 
+def test_resume_with_another_compile_setting_is_refused(tmp_path):
+    # Compiled and eager execution round differently: a store is resumed the way it was begun.
+    uri = str(tmp_path / "p.zarr")
+    fill_with_index(PairStore.create(uri, **store_kwargs(solver={**SOLVER, "compile": True})), [1])
+    before = tree_hash(tmp_path / "p.zarr")
+    with pytest.raises(
+        PairStoreError, match=r"store has .*'compile': True.*this run asks for .*'compile': False"
+    ):
+        PairStore.open_or_create(uri, **store_kwargs())
+    assert tree_hash(tmp_path / "p.zarr") == before
+    again = PairStore.open_or_create(uri, **store_kwargs(solver={**SOLVER, "compile": True}))
+    assert again.solver["compile"] is True and again.missing_chunks() == [0, 2, 3]
+    with pytest.raises(PairStoreError, match=r"solver\['compile'\] must be true or false"):
+        PairStore.create(str(tmp_path / "x.zarr"), **store_kwargs(solver={**SOLVER, "compile": 1}))
+
+
 def test_store_from_before_grids_opens_as_uniform_and_keeps_its_digest(tmp_path):
     uri = str(tmp_path / "old.zarr")
     store = PairStore.create(uri, **store_kwargs())
     fill_with_index(store)
     # Rewrite the attrs the way the format stored them before "grid" and "rho" existed.
     g = zarr.open_group(uri, mode="r+")
-    old_solver = {k: v for k, v in g.attrs["solver"].items() if k not in ("grid", "rho")}
+    new_keys = ("grid", "rho", "compile")
+    old_solver = {k: v for k, v in g.attrs["solver"].items() if k not in new_keys}
     g.attrs["solver"] = old_solver
     old = PairStore.open(uri, mode="r+")
     digest = old.finalize()
     assert PairStore.open(uri).attrs["solver"] == old_solver  # nothing filled in on disk
     assert old.solver["grid"] == "uniform" and old.solver["rho"] == 2.0
+    assert old.solver["compile"] is False
     # Resume: the defaults match the old store; a real change is still refused.
     assert PairStore.open_or_create(uri, **store_kwargs()).compute_digest() == digest
     with pytest.raises(PairStoreError, match=r"store has .*'method': 'rk4'.*asks for .*'ends'"):
