@@ -382,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(PARTS),
         help=f"comma-separated subset of {','.join(PARTS)}; a subset prints only (no rewrite)",
     )
+    p.add_argument("--no-write", action="store_true", help="print only; never touch BENCHMARKS.md")
     p.add_argument("--train-steps", type=int, default=128, help="steps per timed training window")
     p.add_argument("--rss-child", nargs=3, metavar=("KIND", "N", "DIR"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -412,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(root, ignore_errors=True)
     table = markdown_table(rows)
     print(table)
-    if not q and parts == set(PARTS):
+    if not q and not a.no_write and parts == set(PARTS):
         body = (
             f"## Pair store (issue 3)\n\nCommand: `{CMD}` — machine: {machine_line()}.\n\n"
             f"{table}\n\n{NOTES}"

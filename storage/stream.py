@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from storage.chunkio import read_arrays
 from storage.layout import PairStoreError, format_ranges
 from storage.pairstore import PairStore
 
@@ -81,7 +82,8 @@ class PairStream(IterableDataset):
             )
         self.seed = store.seed if seed is None else int(seed)
         self.epoch = 0
-        self._store: PairStore | None = None  # opened lazily inside each worker, never pickled
+        # Reused in-process (opening costs ~10 ms); never pickled: reopened in spawned workers.
+        self._store: PairStore | None = store
         self._refresh(store)
 
     def _refresh(self, store: PairStore) -> None:
@@ -174,9 +176,17 @@ class PairStream(IterableDataset):
         for i in group:
             m = self._sizes[i]
             # Straight into the reused pool: no fresh memory per chunk, no concatenate.
-            self._store.read_chunk(i, out=[a[fill : fill + m] for a in pool])
+            self._read_chunk(i, [a[fill : fill + m] for a in pool])
             fill += m
         return fill - self.batch_size
+
+    def _read_chunk(self, i: int, out: list[np.ndarray]) -> None:
+        """Read chunk ``i`` into ``out``, checksums verified.
+
+        The done marker is not read again here: the chunk list was taken from a finalized store
+        or from the markers themselves (_refresh), and a marker read costs a zarr round trip.
+        """
+        read_arrays(self._store, i, out)
 
     def _new_pool(self, chunk_ids: list[int]) -> list[np.ndarray]:
         """x0, x1, y buffers for ``buffer_chunks`` chunks plus a carried-over partial batch."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 
 from flows.config import load_config
@@ -113,3 +114,21 @@ def test_unknown_model_fails_naming_field(prefect_api, runs_dir, model):
     with pytest.raises(ValueError, match=r"^model: "):
         generate_pairs(_cfg(runs_dir), model=model, store=str(runs_dir / "f.zarr"))
     assert not (runs_dir / "f.zarr").exists()
+
+
+@pytest.mark.slow  # compiles the MLP (tens of seconds on a busy 2-core machine)
+def test_compiled_solver_through_the_flow_matches_eager(prefect_api, runs_dir, checkpoints):
+    rk4 = {"method": "rk4", "steps": 8}
+    eager = _cfg(runs_dir, **{"pairs.solver": rk4})
+    compiled = _cfg(runs_dir, **{"pairs.solver": {**rk4, "compile": True}})
+    a = generate_pairs(eager, model=str(checkpoints[0]), store=str(runs_dir / "eager.zarr"))
+    b = generate_pairs(compiled, model=str(checkpoints[0]), store=str(runs_dir / "comp.zarr"))
+    sa, sb = PairStore.open(a["uri"]), PairStore.open(b["uri"])
+    assert sb.is_finalized and sb.solver["compile"] is True and sa.solver["compile"] is False
+    for i in range(sa.n_chunks):
+        (x0a, x1a, ya), (x0b, x1b, yb) = sa.read_chunk(i), sb.read_chunk(i)
+        assert (x0a == x0b).all() and (ya == yb).all()
+        np.testing.assert_allclose(x1b, x1a, rtol=1e-4, atol=1e-5)
+    # The compiled store resumes only as compiled (its digest covers the solver).
+    with pytest.raises(ValueError, match=r"^store: cannot resume .*'compile': True"):
+        generate_pairs(eager, model=str(checkpoints[0]), store=b["uri"])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import google_crc32c
 import numpy as np
 import pytest
-from zarr.codecs import ZstdCodec
+from zarr.codecs import GzipCodec, ZstdCodec
 
-from storage.fastread import is_plain, read_plain_chunk
+from storage.chunkio import read_arrays
+from storage.fastread import direct_kind, read_plain_chunk, read_zstd_chunk
 from storage.layout import ChunkCorruptError
 from storage.pairstore import PairStore
 from tests.storage.storekit import fill_with_index, store_kwargs
@@ -25,51 +27,80 @@ def _zarr_chunk(store: PairStore, i: int) -> list[np.ndarray]:
     return [store._arrays[name][start:stop] for name in ("x0", "x1", "y")]
 
 
+def _pool(store: PairStore, i: int) -> list[np.ndarray]:
+    """Out buffers for chunk ``i`` filled with values no chunk holds."""
+    start, stop = store.chunk_bounds(i)
+    pool = [np.full((stop - start, 2), np.nan, np.float32) for _ in range(2)]
+    return [*pool, np.full(stop - start, -7, np.int64)]
+
+
 def test_direct_reads_equal_zarr_reads(tmp_path):
     store = _filled(tmp_path)
-    assert {"x0", "x1"} <= store._direct  # the default codecs: raw bytes + crc32c
-    assert not is_plain(store._arrays["y"])  # labels are zstd-compressed: zarr reads them
+    kinds = {name: direct_kind(store._arrays[name]) for name in ("x0", "x1", "y")}
+    assert kinds == {"x0": "plain", "x1": "plain", "y": "zstd"}  # the default codecs
+    assert store._direct == {"x0", "x1", "y"}
     for i in range(store.n_chunks):
-        got = store.read_chunk(i)
-        start, stop = store.chunk_bounds(i)
-        pool = [np.full((stop - start, 2), np.nan, np.float32) for _ in range(2)]
-        pool.append(np.full(stop - start, -7, np.int64))
-        store.read_chunk(i, out=pool)
-        for a, b, c in zip(got, pool, _zarr_chunk(store, i), strict=True):
-            assert np.array_equal(a, c) and np.array_equal(b, c)
+        zarr_values = _zarr_chunk(store, i)
+        pool = _pool(store, i)
+        got = store.read_chunk(i, out=pool)
+        fresh = store.read_chunk(i)
+        for k in range(3):
+            assert got[k] is pool[k]
+            assert np.array_equal(got[k], zarr_values[k])
+            assert np.array_equal(fresh[k], zarr_values[k])
 
 
-def test_compressed_arrays_are_read_by_zarr(tmp_path):
-    store = _filled(tmp_path, codecs={"x0": [ZstdCodec(level=1)]})
-    assert "x0" not in store._direct and "x1" in store._direct
+def test_other_codecs_are_read_by_zarr(tmp_path):
+    store = _filled(tmp_path, codecs={"x0": [GzipCodec(level=1)], "x1": [ZstdCodec(level=1)]})
+    assert direct_kind(store._arrays["x0"]) is None and "x0" not in store._direct
+    assert direct_kind(store._arrays["x1"]) == "zstd" and "x1" in store._direct
     for i in range(store.n_chunks):
-        for a, b in zip(store.read_chunk(i), _zarr_chunk(store, i), strict=True):
+        got = read_arrays(store, i, _pool(store, i))
+        for a, b in zip(got, _zarr_chunk(store, i), strict=True):
             assert np.array_equal(a, b)
 
 
+def _flip(b: bytes) -> bytes:
+    return b[:10] + bytes([b[10] ^ 0xFF]) + b[11:]
+
+
+@pytest.mark.parametrize("name", ["x1", "y"])
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda b: b[:10] + bytes([b[10] ^ 0xFF]) + b[11:], "x1 unreadable .*crc32c"),
-        (lambda b: b[:-9], "x1 unreadable .*bytes, expected"),
-        (lambda b: b + b"\0", "x1 unreadable .*bytes, expected"),
+        (_flip, "crc32c"),
+        (lambda b: b[:-9], "bytes, expected|crc32c"),
+        (lambda b: b + b"\0", "bytes, expected|crc32c"),
     ],
     ids=["flipped", "truncated", "extended"],
 )
-def test_damaged_objects_raise_instead_of_returning_numbers(tmp_path, damage, message):
+def test_damaged_objects_raise_instead_of_returning_numbers(tmp_path, damage, message, name):
     store = _filled(tmp_path)
-    path = tmp_path / "p.zarr" / store.chunk_key("x1", 2)
+    path = tmp_path / "p.zarr" / store.chunk_key(name, 2)
     path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(ChunkCorruptError, match=f"chunk 2 is corrupt: {message}"):
-        store.read_chunk(2)
-    out = [np.empty((CHUNK, 2), np.float32)] * 2 + [np.empty(CHUNK, np.int64)]
-    with pytest.raises(ValueError, match=r"crc32c|bytes, expected"):
-        read_plain_chunk(path, out[1])
-    store.read_chunk(1)  # its neighbours are fine
+    match = f"chunk 2 is corrupt: {name} unreadable .*({message})"
+    with pytest.raises(ChunkCorruptError, match=match):
+        read_arrays(store, 2, _pool(store, 2))
+    with pytest.raises(ValueError, match=message):
+        if name == "y":
+            read_zstd_chunk(path, np.empty(CHUNK, np.int64))
+        else:
+            read_plain_chunk(path, np.empty((CHUNK, 2), np.float32))
+    read_arrays(store, 1, _pool(store, 1))  # its neighbours are fine
 
 
-def test_a_missing_object_is_named(tmp_path):
+def test_undecodable_labels_with_a_valid_checksum_are_refused(tmp_path):
     store = _filled(tmp_path)
-    (tmp_path / "p.zarr" / store.chunk_key("x0", 4)).unlink()
-    with pytest.raises(ChunkCorruptError, match="chunk 4 is corrupt: x0 data is missing"):
+    path = tmp_path / "p.zarr" / store.chunk_key("y", 3)
+    junk = b"not zstd at all"
+    path.write_bytes(junk + google_crc32c.value(junk).to_bytes(4, "little"))
+    with pytest.raises(ChunkCorruptError, match=r"chunk 3 is corrupt: y unreadable .*zstd"):
+        store.read_chunk(3)
+
+
+@pytest.mark.parametrize("name", ["x0", "y"])
+def test_a_missing_object_is_named(tmp_path, name):
+    store = _filled(tmp_path)
+    (tmp_path / "p.zarr" / store.chunk_key(name, 4)).unlink()
+    with pytest.raises(ChunkCorruptError, match=f"chunk 4 is corrupt: {name} data is missing"):
         store.read_chunk(4)

@@ -110,9 +110,8 @@ def test_memory_is_bounded_by_the_buffer(finished, prefetch):
     """The stream holds at most buffer_chunks chunks (+ one batch), twice that when prefetching."""
     stream = PairStream(finished, batch_size=5, buffer_chunks=2, prefetch=prefetch)
     reads = []
-    stream._store = PairStore.open(finished)
-    original = stream._store.read_chunk
-    stream._store.read_chunk = lambda i, **kw: reads.append(i) or original(i, **kw)
+    original = stream._read_chunk
+    stream._read_chunk = lambda i, out: reads.append(i) or original(i, out)
     buffers = 2 if prefetch else 1
     for n_batches, _ in enumerate(stream, 1):
         # Samples read (or being read) so far minus samples delivered is what the buffers hold.
@@ -134,19 +133,22 @@ def test_prefetching_yields_the_same_batches(finished, shuffle):
             assert torch.equal(ta, tb)
 
 
-def test_prefetch_stops_cleanly_and_reports_corrupt_chunks(finished, tmp_path):
+@pytest.mark.parametrize(
+    "damage",
+    [lambda b: b[:40] + bytes([b[40] ^ 0xFF]) + b[41:], lambda b: b[:-5]],
+    ids=["flipped", "truncated"],
+)
+def test_prefetch_stops_cleanly_and_reports_corrupt_chunks(finished, tmp_path, damage):
     stream = PairStream(finished, batch_size=4, buffer_chunks=1, prefetch=True)
     first = next(iter(stream))  # abandoning the epoch must not hang on the reader thread
     assert len(first[0]) == 4
     bad = tmp_path / "bad.zarr"
     shutil.copytree(finished, bad)
     obj = bad / PairStore.open(str(bad)).chunk_key("x1", 5)
-    data = bytearray(obj.read_bytes())
-    data[40] ^= 0xFF  # one flipped byte in chunk 5's x1: its crc32c no longer matches
-    obj.write_bytes(bytes(data))
+    obj.write_bytes(damage(obj.read_bytes()))  # chunk 5's x1 no longer matches its crc32c
     stream = PairStream(str(bad), batch_size=4, buffer_chunks=1, shuffle=False, prefetch=True)
     delivered = []
-    with pytest.raises(ChunkCorruptError, match="chunk 5 is corrupt"):
+    with pytest.raises(ChunkCorruptError, match="chunk 5 is corrupt: x1 unreadable"):
         for _, _, y in stream:
             delivered.append(len(y))
     assert sum(delivered) <= 5 * CHUNK  # the error comes where chunk 5 is due, never wrong data
