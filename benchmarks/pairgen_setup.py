@@ -99,8 +99,8 @@ def forward_seconds(model: nn.Module, cfg: ModelConfig, batch: int, calls: int) 
     Timed as one block of calls, like a solve's run of forwards, so that timing it next to a
     solve compares like with like under the same machine load.
     """
-    x, t, y = forward_inputs(cfg, batch)
-    with torch.inference_mode():
+    with torch.inference_mode():  # inputs made here, like a solve's (a compiled graph guards on it)
+        x, t, y = forward_inputs(cfg, batch)
         model(x, t, y)  # warm-up (allocator, oneDNN primitive cache)
         return timed(lambda: [model(x, t, y) for _ in range(calls)])[0]
 

@@ -163,3 +163,37 @@ def test_batches_do_not_alias_the_reused_buffer(finished):
         assert torch.equal(y, x0[:, 0].long() % 3)
         ids += x0[:, 0].long().tolist()
     assert sorted(ids) == list(range(N))
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_buffers_are_reused_across_epochs_but_never_shared(finished, prefetch):
+    """A finished epoch hands its buffers to the next; two live iterators never share one."""
+    kw = {"batch_size": 9, "buffer_chunks": 2, "seed": 5, "prefetch": prefetch}
+    stream = PairStream(finished, **kw)
+    list(stream)  # epoch 0
+    assert len(stream._spare) == (2 if prefetch else 1)
+    it1 = iter(stream)  # epoch 1, on the spare buffers
+    it2 = iter(stream)  # epoch 2 at the same time: new buffers
+    b1, b2 = next(it1), next(it2)
+    assert stream._spare == []
+    # Interleaved, each still delivers exactly what a fresh stream gives for its epoch.
+    got1, got2 = [b1, *it1], [b2, *it2]
+    for epoch, got in ((1, got1), (2, got2)):
+        fresh = PairStream(finished, **kw)
+        fresh.set_epoch(epoch)
+        want = list(fresh)
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            assert all(torch.equal(ta, tb) for ta, tb in zip(a, b, strict=True))
+    assert len(stream._spare) == 2  # kept bounded
+    before = {id(pool[0]) for pool in stream._spare}
+    it3 = iter(stream)
+    next(it3)  # the next epoch runs on spare buffers instead of allocating
+    assert len(before - {id(pool[0]) for pool in stream._spare}) == (2 if prefetch else 1)
+    it3.close()
+    # An abandoned epoch gives its buffers back too (and stops a prefetching reader first).
+    stream = PairStream(finished, **kw)
+    it = iter(stream)
+    next(it)
+    it.close()
+    assert len(stream._spare) == (2 if prefetch else 1)
