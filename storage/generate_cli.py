@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="unknown")
     p.add_argument("--chunks", default=None, help="chunk ids to do, e.g. 0-9,20 (default all)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--no-overlap", action="store_true", help="write in the solving thread")
+    p.add_argument(
+        "--no-overlap",
+        action="store_true",
+        help="write in the solving thread (the default on CPU; on a GPU a writer thread overlaps)",
+    )
     p.add_argument("--finalize", action="store_true", help="finalize when every chunk is done")
     a = p.parse_args(argv)
     try:
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             num_classes=model.config.num_classes,
         )
         ids = parse_ranges(a.chunks) if a.chunks else None
-        stats = generate_chunks(model, store, ids, device=a.device, overlap=not a.no_overlap)
+        overlap = False if a.no_overlap else None  # None: a writer thread only on a GPU
+        stats = generate_chunks(model, store, ids, device=a.device, overlap=overlap)
         print(
             f"generated {stats.chunks_done} chunks, skipped {stats.chunks_skipped}, "
             f"nfe {stats.nfe}, {stats.seconds:.1f}s",
