@@ -56,8 +56,12 @@ class BatchCompiled(nn.Module):
         # Contiguous inputs: a compiled graph also guards on strides (the solver's t is an
         # expanded, stride-0 view), and a guard miss means a recompilation.
         x, t, y = x.contiguous(), t.contiguous(), y.contiguous()
+        if torch.is_inference_mode_enabled():
+            # It guards on inference tensors too: a solve passes the (ordinary) noise at its
+            # first stage and inference tensors after it. One kind of input, one graph.
+            x, t, y = (a if a.is_inference() else a.clone() for a in (x, t, y))
         m, pad = x.shape[0], self.batch_size - x.shape[0]
-        if pad:  # zero rows (label 0 or -1 stays a valid label) keep the compiled shape
+        if pad:  # zero rows with the last row's label (a valid one) keep the compiled shape
             x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
             t, y = torch.cat([t, t.new_zeros(pad)]), torch.cat([y, y[-1:].expand(pad)])
         try:

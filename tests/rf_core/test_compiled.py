@@ -33,17 +33,21 @@ def test_compiled_unet_matches_eager_at_any_batch_with_one_graph():
     counters.clear()
     compiled = compile_velocity(model, batch_size=8)
     assert compiled.config is TINY_UNET and not model.training
+    # Ordinary tensors (a solve's noise at its first stage), made outside inference_mode.
+    batches = [inputs(n, TINY_UNET, seed=n) for n in (8, 5, 19, 1)]
     with torch.inference_mode():
-        # A full batch, a short one (padded), a long one (sliced), the solver's stride-0 t.
-        for n in (8, 5, 19, 1):
-            x, t, y = inputs(n, TINY_UNET, seed=n)
+        # A full batch, a short one (padded), a long one (sliced).
+        for x, t, y in batches:
+            assert not x.is_inference()
             torch.testing.assert_close(compiled(x, t, y), model(x, t, y), rtol=1e-4, atol=1e-5)
+        # Inference tensors (a solve's later stages) and the solver's stride-0 t.
         x, _, y = inputs(8, TINY_UNET)
         t = torch.tensor(0.3).expand(8)
+        assert x.is_inference()
         torch.testing.assert_close(compiled(x, t, y), model(x, t, y), rtol=1e-4, atol=1e-5)
         # Unconditional call (y=None) is the -1 label, as for the eager model.
         torch.testing.assert_close(compiled(x, t), model(x, t), rtol=1e-4, atol=1e-5)
-    # Padding kept every call at the compiled shape: no recompilation.
+    # Padding, contiguity and inference inputs kept every call on one graph: no recompilation.
     assert counters["stats"]["unique_graphs"] == 1
 
 
