@@ -62,8 +62,8 @@ class SolverParams(_Frozen):
     ``grid`` places a fixed-step method's steps (rf_core.timegrids.GRIDS; "uniform" for adaptive
     methods) and ``rho`` is its strength for the "ends"/"end"/"start" grids, as in a pair store's
     solver dict (storage.layout.SOLVER_KEYS). ``compile`` runs the model under torch.compile at
-    the solve batch size (rf_core.compiled): 1.5-2x faster forwards on CPU after a one-off
-    compilation of ~25-60 s per process (cached by torch across runs); it needs a C++ compiler.
+    the solve batch size (rf_core.compiled): ~1.4x the pairs/s on CPU (BENCHMARKS.md) after a
+    one-off compilation per process (47 s cold, 9 s cached by torch); it needs a C++ compiler.
     """
 
     method: str = "dopri5"

@@ -1,12 +1,12 @@
 """A velocity model compiled for inference at one batch size (pair generation's ``compile``).
 
 Why: on CPU, Inductor fuses the U-Net's GroupNorm/SiLU/add chains and, with frozen weights,
-pre-packs the convolutions; measured 1.5-2x the eager forward images/s of the MNIST U-Net at batch
-256 on 2 cores (BENCHMARKS.md, "Pair generation"). A compiled graph is specialised to its input
-shapes, and a new batch size recompiles (tens of seconds on CPU), so every call is padded up to
-the one batch size the model was compiled for: a chunk's short last batch costs a padded forward,
-not a recompilation. Samples never interact in these models (per-sample GroupNorm, convolutions,
-embeddings), so the padding rows change nothing but the work done.
+pre-packs the convolutions; measured 1.35-1.56x the eager forward images/s of the MNIST U-Net
+at batch 256 on 2 cores (BENCHMARKS.md, "Pair generation"). A compiled graph is specialised to
+its input shapes, and a new batch size recompiles (tens of seconds on CPU), so every call is
+padded up to the one batch size the model was compiled for: a chunk's short last batch costs a
+padded forward, not a recompilation. Samples never interact in these models (per-sample
+GroupNorm, convolutions, embeddings), so the padding rows change nothing but the work done.
 
 The compiled model rounds differently from the eager one (~1e-6 relative), which is why a pair
 store records ``compile`` in its solver dict: resume and repair then use the same execution.
