@@ -168,7 +168,7 @@ def head_to_head(model, cfg, root, x0, y, best, batch, seed_bs, rounds, sha, log
         (empty and None without ``compiled``).
     """
     n = len(x0)
-    seed_t, gen_t, comp_t, x1_comp, log_rows = [], [], [], None, []
+    seed_t, gen_t, comp_t, cstore, log_rows = [], [], [], None, []
     for r in range(rounds):
         tm, (x1_seed, seed_nfe) = timed_solve(
             lambda: seed_recipe(model, x0, y, seed_bs), lambda o: o[1], model, cfg, n, seed_bs
@@ -186,10 +186,10 @@ def head_to_head(model, cfg, root, x0, y, best, batch, seed_bs, rounds, sha, log
             comp_t.append(cm)
             row["compiled_s"] = cm.seconds
             msg += f", compiled {cm.seconds:.1f} s (eff {cm.efficiency:.2f})"
-            x1_comp = read_x1(cstore) if r == rounds - 1 else None
         log_rows.append(row)
         log(msg)
     nfe = round(stats.nfe / store.n_chunks)
+    x1_comp = read_x1(cstore) if cstore is not None else None  # the last round's store
     return seed_t, gen_t, x1_seed, seed_nfe, read_x1(store), nfe, log_rows, comp_t, x1_comp
 
 

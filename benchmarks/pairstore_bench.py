@@ -32,6 +32,8 @@ from benchmarks.common import (
     peak_rss_mb,
     write_section,
 )
+from benchmarks.pairgen_setup import PIPELINE_CONFIG
+from flows.config import load_config
 from rf_core.config import ModelConfig
 from rf_core.losses import rf_loss
 from rf_core.models import build_model
@@ -104,10 +106,10 @@ def bench_generation(root: Path, n: int, chunk: int, rounds: int) -> list[Row]:
     kept in memory."""
     torch.manual_seed(0)
     model = build_model(GEN_MODEL).eval()
-    # The configs' pair solver (rk4, 14 steps): with a 2-step Euler solve the per-round fixed
-    # costs (store creation, writer thread) were most of the 0.4 s timed and the ratio swung
+    # The pipeline config's pair solver: with a 2-step Euler solve the per-round fixed costs
+    # (store creation, writer thread) were most of the 0.4 s timed and the ratio swung
     # 0.90-1.31 between runs; a real solve is what the writes have to hide behind.
-    solver = {"method": "rk4", "steps": 14}
+    solver = load_config(PIPELINE_CONFIG).pairs.solver.model_dump()
     inputs = new_store(root, "inputs.zarr", n, chunk, solver)  # chunk inputs + solver only
     counter = iter(range(10_000))
 
@@ -124,7 +126,8 @@ def bench_generation(root: Path, n: int, chunk: int, rounds: int) -> list[Row]:
         rounds,
     )
     mem, de, wr = median(t["memory"]), median(t["default"]), median(t["writer"])
-    what = f"n={n} (1,28,28) pairs, chunk {chunk}, small U-Net, rk4 14 steps"
+    what = f"n={n} (1,28,28) pairs, chunk {chunk}, small U-Net, {solver['method']} "
+    what += f"{solver['steps']} steps"
     return [
         Row(
             f"generation time, Zarr / in memory ({what}; CPU default: writes inline)",
@@ -293,8 +296,8 @@ def bench_training(uri: str, batch: int, steps: int, rounds: int) -> list[Row]:
     )
 
 
-# Streamed settings: in-process with the background read (the default), without it, and in one
-# DataLoader worker process (which prefetches too).
+# Streamed settings: in-process with the background reader thread, without it (the default), and
+# in one DataLoader worker process.
 SETTINGS = {
     "w0": "in-process, prefetch=True",
     "w0-inline": "in-process, prefetch=False (default)",

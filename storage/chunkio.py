@@ -18,7 +18,7 @@ from zarr.core.buffer.cpu import NDBuffer
 from zarr.core.indexing import BasicIndexer
 from zarr.core.sync import sync
 
-from storage.fastread import direct_kind, read_plain_chunk, read_zstd_chunk
+from storage.fastread import read_plain_chunk, read_zstd_chunk
 from storage.layout import DATA_ARRAYS, ChunkCorruptError, PairStoreError
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def read_arrays(store: PairStore, i: int, out: Sequence[np.ndarray] | None = Non
         ]
     else:
         check_out(store, i, out)
-    direct = store._direct if stop - start == store.chunk else set()
+    direct = store._direct if stop - start == store.chunk else {}
     for name, o in zip(DATA_ARRAYS, out, strict=True):
         if name in direct:
             read_direct(store, i, name, o)
@@ -78,7 +78,7 @@ def read_arrays(store: PairStore, i: int, out: Sequence[np.ndarray] | None = Non
 def read_direct(store: PairStore, i: int, name: str, out: np.ndarray) -> None:
     """Fill ``out`` from chunk ``i``'s file of ``name`` (local, plain or zstd, full chunk)."""
     path = os.path.join(store._root, *store.chunk_key(name, i).split("/"))
-    read = read_plain_chunk if direct_kind(store._arrays[name]) == "plain" else read_zstd_chunk
+    read = read_plain_chunk if store._direct[name] == "plain" else read_zstd_chunk
     try:
         read(path, out)
     except FileNotFoundError:

@@ -46,16 +46,6 @@ def direct_kind(array: zarr.Array) -> str | None:
     return None
 
 
-def is_plain(array: zarr.Array) -> bool:
-    """True when ``array``'s chunk objects are its raw little-endian bytes + a crc32c."""
-    return direct_kind(array) == "plain"
-
-
-def is_direct(array: zarr.Array) -> bool:
-    """True when ``array``'s chunk objects can be read by this module (see :func:`direct_kind`)."""
-    return direct_kind(array) is not None
-
-
 def read_plain_chunk(path: str | Path, out: np.ndarray) -> None:
     """Fill ``out`` (C-contiguous, the whole chunk's shape and dtype) from one chunk object.
 

@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 
 from storage.chunkio import read_arrays, write_arrays
-from storage.fastread import is_direct
+from storage.fastread import direct_kind
 from storage.layout import (
     DATA_ARRAYS,
     SCHEMA,
@@ -73,7 +73,9 @@ class PairStore:
         self._filesystem, self._root = filesystem(self.uri)
         # Arrays whose full chunks are read straight from their files (see storage.fastread).
         local = is_local(self.uri)
-        self._direct = {n for n in DATA_ARRAYS if local and is_direct(self._zarrays[n])}
+        # Name -> "plain" | "zstd", decided once per open rather than on every chunk read.
+        kinds = {n: direct_kind(self._zarrays[n]) for n in DATA_ARRAYS} if local else {}
+        self._direct = {n: k for n, k in kinds.items() if k is not None}
 
     def _reattach_after_fork(self) -> None:
         """Reopen in a forked child (e.g. a DataLoader worker): remote filesystem sessions belong
