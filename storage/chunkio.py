@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from zarr.core.buffer import default_buffer_prototype
@@ -18,13 +18,15 @@ from zarr.core.buffer.cpu import NDBuffer
 from zarr.core.indexing import BasicIndexer
 from zarr.core.sync import sync
 
-from storage.fastread import read_plain_chunk, read_zstd_chunk
+from storage.fastread import map_plain_chunk, read_plain_chunk, read_zstd_chunk
 from storage.layout import DATA_ARRAYS, ChunkCorruptError, PairStoreError
 
 if TYPE_CHECKING:
     from storage.pairstore import PairStore
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+T = TypeVar("T")
+DTYPES = (np.float32, np.float32, np.int64)
 
 
 def read_arrays(store: PairStore, i: int, out: Sequence[np.ndarray] | None = None) -> Arrays:
@@ -32,9 +34,8 @@ def read_arrays(store: PairStore, i: int, out: Sequence[np.ndarray] | None = Non
     start, stop = store.chunk_bounds(i)
     arrays = [store._arrays[name] for name in DATA_ARRAYS]
     if out is None:
-        dtypes = (np.float32, np.float32, np.int64)
         out = [
-            np.empty((stop - start, *a.shape[1:]), d) for a, d in zip(arrays, dtypes, strict=True)
+            np.empty((stop - start, *a.shape[1:]), d) for a, d in zip(arrays, DTYPES, strict=True)
         ]
     else:
         check_out(store, i, out)
@@ -75,12 +76,42 @@ def read_arrays(store: PairStore, i: int, out: Sequence[np.ndarray] | None = Non
     return out[0], out[1], out[2]
 
 
+def view_arrays(store: PairStore, i: int) -> Arrays:
+    """Chunk ``i``'s x0, x1, y for reading only, checksums verified.
+
+    Where the store allows direct reads, plain objects are memory-mapped (read-only views, no
+    copy: storage.fastread.map_plain_chunk) and zstd ones decoded into fresh arrays; anything
+    else is read as :func:`read_arrays` does.
+    """
+    start, stop = store.chunk_bounds(i)
+    direct = store._direct if stop - start == store.chunk else {}
+    if len(direct) < len(DATA_ARRAYS):  # some array needs zarr: read the chunk the usual way
+        return read_arrays(store, i)
+    shapes = [(stop - start, *store.sample_shape)] * 2 + [(stop - start,)]
+    views = []
+    for name, shape, dtype in zip(DATA_ARRAYS, shapes, DTYPES, strict=True):
+        if direct[name] == "plain":
+            views.append(
+                _direct(store, i, name, lambda p, s=shape, d=dtype: map_plain_chunk(p, s, d))
+            )
+        else:
+            out = np.empty(shape, dtype)
+            _direct(store, i, name, lambda p, o=out: read_zstd_chunk(p, o))
+            views.append(out)
+    return views[0], views[1], views[2]
+
+
 def read_direct(store: PairStore, i: int, name: str, out: np.ndarray) -> None:
     """Fill ``out`` from chunk ``i``'s file of ``name`` (local, plain or zstd, full chunk)."""
-    path = os.path.join(store._root, *store.chunk_key(name, i).split("/"))
     read = read_plain_chunk if store._direct[name] == "plain" else read_zstd_chunk
+    _direct(store, i, name, lambda path: read(path, out))
+
+
+def _direct(store: PairStore, i: int, name: str, read: Callable[[str], T]) -> T:
+    """``read(path)`` of chunk ``i``'s object of ``name``, its failures as ChunkCorruptError."""
+    path = os.path.join(store._root, *store.chunk_key(name, i).split("/"))
     try:
-        read(path, out)
+        return read(path)
     except FileNotFoundError:
         raise ChunkCorruptError(store.uri, i, f"{name} data is missing") from None
     except (OSError, ValueError) as e:  # size, crc32c or decoding mismatch

@@ -10,15 +10,27 @@ a read. When the object on disk is exactly the chunk's bytes followed by their c
 memory and returns the same numbers zarr would. Objects compressed with zstd in between (the
 default for y) are checked and decoded here in one call (zarr takes ~1 ms for 8 KiB of labels).
 
+For a reader that only needs to look at a chunk (the training stream), :func:`map_plain_chunk`
+goes one step further: it maps the object's pages from the page cache instead of copying them
+(a kernel copy into a large buffer measured ~2.4 GB/s here, mapping plus checking ~8 GB/s), checks
+the crc32c over the mapping and hands back a read-only view. Safe against concurrent writers
+because zarr's local store replaces an object by renaming a new file over it: a mapping keeps the
+old file's pages, which nobody writes in place.
+
+Checksums use the ``crc32c`` package, which releases the GIL while it runs (google_crc32c, which
+zarr uses, does not): a stream's background reader then never stalls the training thread.
+
 Anything else -- other codecs, object storage, a partial last chunk -- is read by zarr.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
 import sys
 from pathlib import Path
 
-import google_crc32c
+import crc32c
 import numpy as np
 import zarr
 from numcodecs import zstd
@@ -68,6 +80,30 @@ def read_plain_chunk(path: str | Path, out: np.ndarray) -> None:
     _check_crc(path, out.reshape(-1).view(np.uint8), tail)
 
 
+def map_plain_chunk(path: str | Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A read-only view of one plain chunk object's values, mapped from the page cache.
+
+    The crc32c is checked over the mapping before it is returned; the mapping lives as long as
+    the returned array (or any view of it) does.
+
+    Raises:
+        ValueError: the object has the wrong size or its crc32c does not match.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size != nbytes + 4:
+            raise ValueError(f"chunk object {path} is {size} bytes, expected {nbytes + 4}")
+        if hasattr(mmap, "MAP_POPULATE"):  # Linux: map every page now, in one system call
+            flags = mmap.MAP_SHARED | mmap.MAP_POPULATE
+            raw = mmap.mmap(f.fileno(), size, flags=flags, prot=mmap.PROT_READ)
+        else:
+            raw = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+    data = np.frombuffer(raw, np.uint8)
+    _check_crc(path, data[:-4], data[-4:].tobytes())
+    return data[:-4].view(dtype).reshape(shape)
+
+
 def read_zstd_chunk(path: str | Path, out: np.ndarray) -> None:
     """Fill ``out`` (C-contiguous, the whole chunk) from a zstd-compressed chunk object.
 
@@ -91,5 +127,5 @@ def read_zstd_chunk(path: str | Path, out: np.ndarray) -> None:
 
 def _check_crc(path: str | Path, data: np.ndarray, tail: bytes) -> None:
     """Raise ValueError unless ``tail`` (4 bytes, little-endian) is the crc32c of ``data``."""
-    if google_crc32c.value(data) != int.from_bytes(tail, "little"):
+    if crc32c.crc32c(data) != int.from_bytes(tail, "little"):
         raise ValueError(f"checksum mismatch: the stored and computed crc32c of {path} differ")

@@ -1,5 +1,8 @@
 """Stream (x0, x1, y) batches from a pair store into training, one whole chunk read at a time.
 
+Local chunks are memory-mapped and checksummed rather than copied (storage.fastread), and each
+batch is gathered straight from the mapped chunks of its buffer into fresh arrays.
+
 Each epoch the chunk order is shuffled with a generator seeded by (seed, epoch) -- the same order in
 every rank and DataLoader worker, so they can split it without talking: rank r takes every
 world_size-th chunk, then worker w of that rank every num_workers-th of those. Samples are shuffled
@@ -16,11 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from storage.chunkio import read_arrays
+from storage.chunkio import view_arrays
 from storage.layout import PairStoreError, format_ranges
 from storage.pairstore import PairStore
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Segment = tuple[np.ndarray, np.ndarray, np.ndarray]  # x0, x1, y rows of one chunk (or a remainder)
 
 
 class PairStream(IterableDataset):
@@ -40,9 +44,10 @@ class PairStream(IterableDataset):
         only_done: stream the chunks generated so far from an unfinished store.
         drop_last: drop each worker's final short batch.
         prefetch: read the next buffer on a background thread while the current one is consumed
-            (holds two buffers in memory instead of one; batches are identical either way). Off
-            by default: on a 2-core CPU the reader competes with the training step's threads
-            (BENCHMARKS.md, pair store); worth trying where the step runs on a GPU.
+            (holds two buffers in memory instead of one; batches are identical either way).
+            Delivers ~1.3x the samples/s in-process; off by default because on a 2-core CPU the
+            reader takes a core from the training step's threads (BENCHMARKS.md, pair store).
+            The pipeline turns it on when training runs on an accelerator.
 
     Yields:
         x0 (B, *sample_shape) float32, x1 (B, *sample_shape) float32, y (B,) int64.
@@ -84,9 +89,6 @@ class PairStream(IterableDataset):
         self.epoch = 0
         # Reused in-process (opening costs ~10 ms); never pickled: reopened in spawned workers.
         self._store: PairStore | None = store
-        # Buffers of finished iterations, reused by the next: fresh memory costs a page fault per
-        # 4 KiB (~1 GB/s here), as much as reading the chunks into it. Never pickled.
-        self._spare: list[list[np.ndarray]] = []
         self._refresh(store)
 
     def _refresh(self, store: PairStore) -> None:
@@ -118,7 +120,6 @@ class PairStream(IterableDataset):
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_store"] = None  # zarr handles hold event-loop state; reopen in the worker
-        state["_spare"] = []  # buffers stay in this process
         return state
 
     def __iter__(self) -> Iterator[Batch]:
@@ -131,96 +132,86 @@ class PairStream(IterableDataset):
         mine = self.rank_chunks(epoch)[worker::n_workers]
         groups = [mine[g : g + self.buffer_chunks] for g in range(0, len(mine), self.buffer_chunks)]
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker, 1])
-        pools = [self._take_pool(mine) for _ in range(2 if self.prefetch else 1)]
-        buffers = self._buffers(groups, pools)
+        buffers = self._buffers(groups)
         try:
-            yield from self._batches(groups, pools, buffers, rng)
+            yield from self._batches(buffers, rng)
         finally:
-            buffers.close()  # waits for a prefetching reader before its pool is handed back
-            self._spare = (self._spare + pools)[-2:]  # at most what one prefetching epoch uses
+            buffers.close()  # waits for a prefetching reader before the epoch ends
 
-    def _batches(self, groups, pools, buffers, rng) -> Iterator[Batch]:
+    def _batches(self, buffers: Iterator[list[Segment]], rng: np.random.Generator):
         """Shuffled batches of each buffer; a short remainder is carried into the next one."""
-        head = self.batch_size  # room before each pool's chunks for the last buffer's remainder
-        carried = 0  # samples of the last buffer waiting in front of the next one
-        for k, (pool, n) in enumerate(buffers):
-            live = carried + n
-            order = head - carried + (rng.permutation(live) if self.shuffle else np.arange(live))
+        carried: list[Segment] = []  # the last buffer's remainder, a segment of fresh arrays
+        for chunks in buffers:
+            segments = carried + chunks
+            starts = np.cumsum([0] + [len(seg[2]) for seg in segments])
+            live = int(starts[-1])
+            order = rng.permutation(live) if self.shuffle else np.arange(live)
             full = live // self.batch_size * self.batch_size
             for s in range(0, full, self.batch_size):
-                yield _gather(pool, order[s : s + self.batch_size])
-            # The remainder goes right before the next buffer's chunks, so every batch but the
-            # last is full. It is moved now, before that region can be read over (one pool), and
-            # it never touches the chunk region the reader may be filling (two pools).
-            rest, nxt = order[full:], pools[(k + 1) % len(pools)]
-            for a, b in zip(nxt, pool, strict=True):
-                a[head - len(rest) : head] = b[rest]  # fancy indexing copies first: overlap is safe
-            carried = len(rest)
+                yield _as_tensors(_gather(segments, starts, order[s : s + self.batch_size]))
+            # Copied out now: the buffer's chunks are released when the next one is read.
+            carried = [_gather(segments, starts, order[full:])] if full < live else []
+            del segments, chunks  # unmapped before the next buffer is read, not after
         if carried and not self.drop_last:
-            yield _gather(pools[len(groups) % len(pools)], np.arange(head - carried, head))
+            yield _as_tensors(carried[0])
 
-    def _buffers(
-        self, groups: list[list[int]], pools: list[list[np.ndarray]]
-    ) -> Iterator[tuple[list[np.ndarray], int]]:
-        """Yield (pool, samples read) per chunk group; with two pools, group k + 1 is read on a
-        background thread while the caller consumes group k.
+    def _buffers(self, groups: list[list[int]]) -> Iterator[list[Segment]]:
+        """Yield each group's chunks; with prefetch, group k + 1 is read on a background thread
+        while the caller consumes group k.
 
-        Why a thread: reading is file I/O, checksums and copies that release the GIL, while the
-        consumer is usually a training step (which releases it too), so a refill no longer
-        stalls training. The thread only writes a pool's chunk region; the caller writes the
-        remainder into the region in front of it, and a pool is refilled only after the caller
-        asked for the next one.
+        Why a thread: reading is mapping pages and checking crc32c, both outside the GIL, while
+        the consumer is usually a training step (which releases it too), so a refill no longer
+        stalls training.
         """
-        if len(pools) == 1:
+        if not self.prefetch:
             for group in groups:
-                yield pools[0], self._read_group(pools[0], group)
+                yield [self._read_chunk(i) for i in group]
             return
         with ThreadPoolExecutor(1, thread_name_prefix="pairstream-prefetch") as reader:
-            nxt = reader.submit(self._read_group, pools[0], groups[0]) if groups else None
+            read = lambda group: [self._read_chunk(i) for i in group]  # noqa: E731
+            nxt = reader.submit(read, groups[0]) if groups else None
             for k in range(len(groups)):
-                n = nxt.result()  # re-raises the reader's error (e.g. ChunkCorruptError) here
-                if k + 1 < len(groups):
-                    nxt = reader.submit(self._read_group, pools[(k + 1) % 2], groups[k + 1])
-                yield pools[k % 2], n
+                chunks = nxt.result()  # re-raises the reader's error (e.g. ChunkCorruptError) here
+                nxt = reader.submit(read, groups[k + 1]) if k + 1 < len(groups) else None
+                yield chunks
+                del chunks  # let the mappings go before the next group is taken
 
-    def _read_group(self, pool: list[np.ndarray], group: list[int]) -> int:
-        """Read ``group``'s chunks whole into ``pool`` after its head room; returns samples read."""
-        fill = self.batch_size
-        for i in group:
-            m = self._sizes[i]
-            # Straight into the reused pool: no fresh memory per chunk, no concatenate.
-            self._read_chunk(i, [a[fill : fill + m] for a in pool])
-            fill += m
-        return fill - self.batch_size
-
-    def _read_chunk(self, i: int, out: list[np.ndarray]) -> None:
-        """Read chunk ``i`` into ``out``, checksums verified.
+    def _read_chunk(self, i: int) -> Segment:
+        """Chunk ``i``'s (x0, x1, y) for reading, checksums verified (x0, x1 mapped when local).
 
         The done marker is not read again here: the chunk list was taken from a finalized store
         or from the markers themselves (_refresh), and a marker read costs a zarr round trip.
         """
-        read_arrays(self._store, i, out)
-
-    def _take_pool(self, chunk_ids: list[int]) -> list[np.ndarray]:
-        """x0, x1, y buffers for ``buffer_chunks`` chunks plus a carried-over partial batch.
-
-        A spare pool of a finished iteration is reused when big enough; an iteration still
-        running (two iterators at once) keeps its pools, so the other one gets new ones.
-        """
-        biggest = max((self._sizes[i] for i in chunk_ids), default=0)
-        cap = self.buffer_chunks * biggest + self.batch_size
-        for j, pool in enumerate(self._spare):
-            if len(pool[0]) >= cap:
-                return self._spare.pop(j)
-        shape = self._store.sample_shape
-        return [
-            np.empty((cap, *shape), np.float32),
-            np.empty((cap, *shape), np.float32),
-            np.empty(cap, np.int64),
-        ]
+        return view_arrays(self._store, i)
 
 
-def _gather(pool: list[np.ndarray], idx: np.ndarray) -> Batch:
-    """One batch as fresh tensors (copies: the pool is overwritten by the next buffer)."""
-    x0, x1, y = (torch.from_numpy(a[idx]) for a in pool)
+def _empty(segments: list[Segment], n: int) -> Segment:
+    """Fresh x0, x1, y arrays for ``n`` rows of ``segments``."""
+    x0, x1, y = (np.empty((n, *a.shape[1:]), a.dtype) for a in segments[0])
+    return x0, x1, y
+
+
+def _gather(segments: list[Segment], starts: np.ndarray, idx: np.ndarray) -> Segment:
+    """Rows ``idx`` of the segments laid end to end (``starts``: their offsets, then the total),
+    as fresh arrays.
+
+    The indices are sorted first, so each segment's rows are one contiguous slice of the output
+    and one ``np.take`` each; a batch's rows come in buffer order (a batch is a sample of the
+    buffer either way). ``mode="clip"`` only because ``"raise"`` copies ``out`` through a temporary;
+    the indices are in range by construction.
+    """
+    idx = np.sort(idx)
+    cuts = np.searchsorted(idx, starts)
+    out = _empty(segments, len(idx))
+    for k, seg in enumerate(segments):
+        a, b = cuts[k], cuts[k + 1]
+        if a < b:
+            rows = idx[a:b] - starts[k]
+            for src, dst in zip(seg, out, strict=True):
+                np.take(src, rows, axis=0, out=dst[a:b], mode="clip")
+    return out
+
+
+def _as_tensors(seg: Segment) -> Batch:
+    x0, x1, y = (torch.from_numpy(a) for a in seg)
     return x0, x1, y

@@ -67,7 +67,10 @@ def train_model(
         torch.manual_seed(train_cfg.seed)
         model = build_model(model_cfg)
     if store is not None:
-        batches = PairStream(store, train_cfg.batch_size, seed=train_cfg.seed)
+        # On an accelerator the CPU is idle during a step, so the next buffer is read meanwhile;
+        # on a CPU the reader would take a core from the step (BENCHMARKS.md, pair store).
+        prefetch = torch.device(device).type != "cpu"
+        batches = PairStream(store, train_cfg.batch_size, seed=train_cfg.seed, prefetch=prefetch)
     else:
         batches = data_batches(dataset, train_cfg.batch_size, data_seed, n_toy, root)
     label = f"{k}-RF distill" if distilled else f"{k}-RF"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import google_crc32c
 import numpy as np
 import pytest
 from zarr.codecs import GzipCodec, ZstdCodec
 
-from storage.chunkio import read_arrays
-from storage.fastread import direct_kind, read_plain_chunk, read_zstd_chunk
+from storage.chunkio import read_arrays, view_arrays
+from storage.fastread import direct_kind, map_plain_chunk, read_plain_chunk, read_zstd_chunk
 from storage.layout import ChunkCorruptError
 from storage.pairstore import PairStore
 from tests.storage.storekit import fill_with_index, store_kwargs
@@ -44,10 +46,41 @@ def test_direct_reads_equal_zarr_reads(tmp_path):
         pool = _pool(store, i)
         got = store.read_chunk(i, out=pool)
         fresh = store.read_chunk(i)
+        viewed = view_arrays(store, i)
         for k in range(3):
             assert got[k] is pool[k]
             assert np.array_equal(got[k], zarr_values[k])
             assert np.array_equal(fresh[k], zarr_values[k])
+            assert np.array_equal(viewed[k], zarr_values[k]) and viewed[k].dtype == got[k].dtype
+
+
+def _mapped(path) -> int:
+    """How many of this process's memory mappings are of ``path``."""
+    with open("/proc/self/maps") as f:
+        return sum(line.rstrip().endswith(os.path.realpath(path)) for line in f)
+
+
+def test_mapped_chunks_are_read_only_views_released_with_them(tmp_path):
+    store = _filled(tmp_path)
+    path = tmp_path / "p.zarr" / store.chunk_key("x1", 2)
+    x1 = map_plain_chunk(path, (CHUNK, 2), np.float32)
+    assert np.array_equal(x1, _zarr_chunk(store, 2)[1]) and _mapped(path) == 1
+    with pytest.raises(ValueError, match="read-only"):
+        x1[0, 0] = 1.0  # the page cache is never written through a view
+    rows = x1[2:4]
+    del x1
+    assert _mapped(path) == 1  # a view keeps its mapping alive...
+    assert np.array_equal(rows, _zarr_chunk(store, 2)[1][2:4])
+    del rows
+    assert _mapped(path) == 0  # ...and the last one lets it go
+    # A rewrite replaces the object by rename (zarr's local store): a mapping taken before it
+    # keeps the old pages and can never see a half-written chunk.
+    kept = map_plain_chunk(path, (CHUNK, 2), np.float32)
+    before = kept.copy()
+    store2 = PairStore.open(store.uri, mode="r+")
+    store2._arrays["x1"][2 * CHUNK : 3 * CHUNK] = -before
+    assert np.array_equal(kept, before)
+    assert np.array_equal(map_plain_chunk(path, (CHUNK, 2), np.float32), -before)
 
 
 def test_other_codecs_are_read_by_zarr(tmp_path):
@@ -56,8 +89,8 @@ def test_other_codecs_are_read_by_zarr(tmp_path):
     assert direct_kind(store._arrays["x1"]) == "zstd" and "x1" in store._direct
     for i in range(store.n_chunks):
         got = read_arrays(store, i, _pool(store, i))
-        for a, b in zip(got, _zarr_chunk(store, i), strict=True):
-            assert np.array_equal(a, b)
+        for a, b, c in zip(got, _zarr_chunk(store, i), view_arrays(store, i), strict=True):
+            assert np.array_equal(a, b) and np.array_equal(c, b)
 
 
 def _flip(b: bytes) -> bytes:
@@ -81,11 +114,17 @@ def test_damaged_objects_raise_instead_of_returning_numbers(tmp_path, damage, me
     match = f"chunk 2 is corrupt: {name} unreadable .*({message})"
     with pytest.raises(ChunkCorruptError, match=match):
         read_arrays(store, 2, _pool(store, 2))
+    with pytest.raises(ChunkCorruptError, match=match):
+        view_arrays(store, 2)
     with pytest.raises(ValueError, match=message):
         if name == "y":
             read_zstd_chunk(path, np.empty(CHUNK, np.int64))
         else:
             read_plain_chunk(path, np.empty((CHUNK, 2), np.float32))
+    if name == "x1":
+        with pytest.raises(ValueError, match=message):
+            map_plain_chunk(path, (CHUNK, 2), np.float32)
+        assert _mapped(path) == 0  # a refused mapping is not kept
     read_arrays(store, 1, _pool(store, 1))  # its neighbours are fine
 
 
@@ -104,3 +143,5 @@ def test_a_missing_object_is_named(tmp_path, name):
     (tmp_path / "p.zarr" / store.chunk_key(name, 4)).unlink()
     with pytest.raises(ChunkCorruptError, match=f"chunk 4 is corrupt: {name} data is missing"):
         store.read_chunk(4)
+    with pytest.raises(ChunkCorruptError, match=f"chunk 4 is corrupt: {name} data is missing"):
+        view_arrays(store, 4)

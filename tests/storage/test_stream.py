@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -105,20 +106,39 @@ def test_bad_arguments(finished, tmp_path):
     assert not (tmp_path / "nothing.zarr").exists()
 
 
+def mapped_chunks(uri: str) -> int:
+    """How many of this process's memory mappings are chunk objects of the store at ``uri``."""
+    root = os.path.realpath(uri) + os.sep
+    with open("/proc/self/maps") as f:
+        return sum(root in line for line in f)
+
+
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_memory_is_bounded_by_the_buffer(finished, prefetch):
-    """The stream holds at most buffer_chunks chunks (+ one batch), twice that when prefetching."""
+    """The stream holds at most buffer_chunks chunks (+ one batch), twice that when prefetching;
+    the chunks it maps from the page cache are let go as it moves on, and all at the end."""
     stream = PairStream(finished, batch_size=5, buffer_chunks=2, prefetch=prefetch)
-    reads = []
-    original = stream._read_chunk
-    stream._read_chunk = lambda i, out: reads.append(i) or original(i, out)
+    reads, most = [], 0
     buffers = 2 if prefetch else 1
+    original = stream._read_chunk
+
+    def read(i):
+        # Chunks still mapped when another is read: the last buffer's are gone by then.
+        assert mapped_chunks(finished) <= (buffers * 2 - 1) * 2
+        reads.append(i)
+        return original(i)
+
+    stream._read_chunk = read
     for n_batches, _ in enumerate(stream, 1):
         # Samples read (or being read) so far minus samples delivered is what the buffers hold.
         held = sum(min(CHUNK, N - i * CHUNK) for i in reads) - 5 * n_batches
         assert held <= buffers * 2 * CHUNK + 5
+        most = max(most, mapped_chunks(finished))
+        assert most <= buffers * 2 * 2  # x0 and x1 of each chunk in each buffer
     assert sorted(reads) == list(range(13))
     assert np.unique(reads).size == len(reads)
+    assert most >= 2 * 2  # the full chunks were mapped, not copied (the short last one is read)
+    assert mapped_chunks(finished) == 0
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
@@ -154,30 +174,35 @@ def test_prefetch_stops_cleanly_and_reports_corrupt_chunks(finished, tmp_path, d
     assert sum(delivered) <= 5 * CHUNK  # the error comes where chunk 5 is due, never wrong data
 
 
-def test_batches_do_not_alias_the_reused_buffer(finished):
-    """Batches kept past a buffer refill still hold their own pairs (the pool is overwritten)."""
-    kept = list(PairStream(finished, batch_size=7, buffer_chunks=1))
+def test_batches_are_fresh_writable_tensors(finished):
+    """Batches kept after their chunks were let go still hold their own pairs, and writing to
+    one changes nothing the stream delivers later (they never alias the mapped chunk files)."""
+    stream = PairStream(finished, batch_size=7, buffer_chunks=1, seed=2)
+    kept = list(stream)
     ids = []
     for x0, x1, y in kept:
         torch.testing.assert_close(x1, 2 * x0 + 1)
         assert torch.equal(y, x0[:, 0].long() % 3)
         ids += x0[:, 0].long().tolist()
+        x1.zero_()  # writable, and private to the caller
     assert sorted(ids) == list(range(N))
+    assert epoch_ids(stream, 0) == ids  # the same epoch again: the store is untouched
 
 
 @pytest.mark.parametrize("prefetch", [False, True])
-def test_buffers_are_reused_across_epochs_but_never_shared(finished, prefetch):
-    """A finished epoch hands its buffers to the next; two live iterators never share one."""
+def test_two_live_iterators_and_an_abandoned_one(finished, prefetch):
+    """Two epochs of one stream iterated at once each deliver exactly what a fresh stream gives
+    for their epoch; an abandoned epoch stops its reader and lets its chunks go."""
     kw = {"batch_size": 9, "buffer_chunks": 2, "seed": 5, "prefetch": prefetch}
     stream = PairStream(finished, **kw)
     list(stream)  # epoch 0
-    assert len(stream._spare) == (2 if prefetch else 1)
-    it1 = iter(stream)  # epoch 1, on the spare buffers
-    it2 = iter(stream)  # epoch 2 at the same time: new buffers
-    b1, b2 = next(it1), next(it2)
-    assert stream._spare == []
-    # Interleaved, each still delivers exactly what a fresh stream gives for its epoch.
-    got1, got2 = [b1, *it1], [b2, *it2]
+    it1, it2 = iter(stream), iter(stream)  # epochs 1 and 2
+    got1, got2 = [next(it1)], [next(it2)]
+    for b1, b2 in zip(it1, it2, strict=False):
+        got1.append(b1)
+        got2.append(b2)
+    got1 += list(it1)
+    got2 += list(it2)
     for epoch, got in ((1, got1), (2, got2)):
         fresh = PairStream(finished, **kw)
         fresh.set_epoch(epoch)
@@ -185,15 +210,8 @@ def test_buffers_are_reused_across_epochs_but_never_shared(finished, prefetch):
         assert len(got) == len(want)
         for a, b in zip(got, want, strict=True):
             assert all(torch.equal(ta, tb) for ta, tb in zip(a, b, strict=True))
-    assert len(stream._spare) == 2  # kept bounded
-    before = {id(pool[0]) for pool in stream._spare}
-    it3 = iter(stream)
-    next(it3)  # the next epoch runs on spare buffers instead of allocating
-    assert len(before - {id(pool[0]) for pool in stream._spare}) == (2 if prefetch else 1)
-    it3.close()
-    # An abandoned epoch gives its buffers back too (and stops a prefetching reader first).
-    stream = PairStream(finished, **kw)
     it = iter(stream)
     next(it)
+    assert mapped_chunks(finished) > 0
     it.close()
-    assert len(stream._spare) == (2 if prefetch else 1)
+    assert mapped_chunks(finished) == 0
