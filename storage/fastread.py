@@ -15,7 +15,8 @@ goes one step further: it maps the object's pages from the page cache instead of
 (a kernel copy into a large buffer measured ~2.4 GB/s here, mapping plus checking ~8 GB/s), checks
 the crc32c over the mapping and hands back a read-only view. Safe against concurrent writers
 because zarr's local store replaces an object by renaming a new file over it: a mapping keeps the
-old file's pages, which nobody writes in place.
+old file's pages, which nobody writes in place. (A file truncated in place while mapped would
+raise SIGBUS on access; nothing in rectiflow or zarr does that.)
 
 Checksums use the ``crc32c`` package, which releases the GIL while it runs (google_crc32c, which
 zarr uses, does not): a stream's background reader then never stalls the training thread.
