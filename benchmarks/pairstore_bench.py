@@ -207,7 +207,7 @@ def bench_stream(uri: str, batch: int, rounds: int) -> list[Row]:
             pass
 
     # One stream per setting, iterated once per timed call: epochs of a training run, which
-    # reuse the stream's buffers (a fresh stream per epoch would pay their page faults again).
+    # reuse the store the stream opened.
     streams = {
         p: PairStream(uri, batch_size=batch, buffer_chunks=4, prefetch=p) for p in (True, False)
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -34,9 +35,7 @@ def read_arrays(store: PairStore, i: int, out: Sequence[np.ndarray] | None = Non
     start, stop = store.chunk_bounds(i)
     arrays = [store._arrays[name] for name in DATA_ARRAYS]
     if out is None:
-        out = [
-            np.empty((stop - start, *a.shape[1:]), d) for a, d in zip(arrays, DTYPES, strict=True)
-        ]
+        out = [np.empty(w, d) for w, d in zip(chunk_shapes(store, i), DTYPES, strict=True)]
     else:
         check_out(store, i, out)
     direct = store._direct if stop - start == store.chunk else {}
@@ -87,17 +86,15 @@ def view_arrays(store: PairStore, i: int) -> Arrays:
     direct = store._direct if stop - start == store.chunk else {}
     if len(direct) < len(DATA_ARRAYS):  # some array needs zarr: read the chunk the usual way
         return read_arrays(store, i)
-    shapes = [(stop - start, *store.sample_shape)] * 2 + [(stop - start,)]
     views = []
-    for name, shape, dtype in zip(DATA_ARRAYS, shapes, DTYPES, strict=True):
+    for name, shape, dtype in zip(DATA_ARRAYS, chunk_shapes(store, i), DTYPES, strict=True):
         if direct[name] == "plain":
             views.append(
-                _direct(store, i, name, lambda p, s=shape, d=dtype: map_plain_chunk(p, s, d))
+                _direct(store, i, name, partial(map_plain_chunk, shape=shape, dtype=dtype))
             )
         else:
-            out = np.empty(shape, dtype)
-            _direct(store, i, name, lambda p, o=out: read_zstd_chunk(p, o))
-            views.append(out)
+            views.append(np.empty(shape, dtype))
+            read_direct(store, i, name, views[-1])
     return views[0], views[1], views[2]
 
 
@@ -118,14 +115,18 @@ def _direct(store: PairStore, i: int, name: str, read: Callable[[str], T]) -> T:
         raise ChunkCorruptError(store.uri, i, f"{name} unreadable ({e})") from e
 
 
+def chunk_shapes(store: PairStore, i: int) -> list[tuple[int, ...]]:
+    """Shapes of chunk ``i``'s x0, x1 and y (the last chunk may be short)."""
+    start, stop = store.chunk_bounds(i)
+    return [(stop - start, *store.sample_shape)] * 2 + [(stop - start,)]
+
+
 def check_out(store: PairStore, i: int, out: Sequence[np.ndarray]) -> None:
     """Refuse ``out`` buffers that are not exactly chunk ``i``'s (x0, x1, y) shapes and dtypes."""
-    start, stop = store.chunk_bounds(i)
-    want = [(stop - start, *store.sample_shape)] * 2 + [(stop - start,)]
-    dtypes = [np.float32, np.float32, np.int64]
+    want = chunk_shapes(store, i)
     ok = len(out) == 3 and all(
         isinstance(a, np.ndarray) and a.shape == w and a.dtype == d and a.flags.c_contiguous
-        for a, w, d in zip(out, want, dtypes, strict=False)
+        for a, w, d in zip(out, want, DTYPES, strict=False)
     )
     if not ok:
         raise PairStoreError(

@@ -165,16 +165,19 @@ class PairStream(IterableDataset):
         """
         if not self.prefetch:
             for group in groups:
-                yield [self._read_chunk(i) for i in group]
+                yield self._read_group(group)
             return
         with ThreadPoolExecutor(1, thread_name_prefix="pairstream-prefetch") as reader:
-            read = lambda group: [self._read_chunk(i) for i in group]  # noqa: E731
-            nxt = reader.submit(read, groups[0]) if groups else None
+            nxt = reader.submit(self._read_group, groups[0]) if groups else None
             for k in range(len(groups)):
                 chunks = nxt.result()  # re-raises the reader's error (e.g. ChunkCorruptError) here
-                nxt = reader.submit(read, groups[k + 1]) if k + 1 < len(groups) else None
+                more = k + 1 < len(groups)
+                nxt = reader.submit(self._read_group, groups[k + 1]) if more else None
                 yield chunks
                 del chunks  # let the mappings go before the next group is taken
+
+    def _read_group(self, group: list[int]) -> list[Segment]:
+        return [self._read_chunk(i) for i in group]
 
     def _read_chunk(self, i: int) -> Segment:
         """Chunk ``i``'s (x0, x1, y) for reading, checksums verified (x0, x1 mapped when local).
