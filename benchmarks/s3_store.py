@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -114,6 +115,7 @@ def main() -> None:
                 )
     finally:
         stop_moto(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"loadavg after: {os.getloadavg()}")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.procs import free_port, stop_process  # noqa: F401  (used by test modules)
+from tests.helpers import make_runs_dir, tiny_config_dict
 
 _HOME = Path(tempfile.mkdtemp(prefix="rectiflow-tests-"))
 os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
@@ -64,46 +64,9 @@ def mlflow_template() -> Path:
     return path
 
 
-def make_runs_dir(parent: Path, template: Path) -> Path:
-    """A fresh runs folder under ``parent`` holding a copy of the migrated MLflow DB."""
-    runs = parent / "runs"
-    runs.mkdir()
-    shutil.copyfile(template, runs / "mlflow.db")
-    return runs
-
-
 @pytest.fixture
 def runs_dir(tmp_path: Path, mlflow_template: Path) -> Path:
     return make_runs_dir(tmp_path, mlflow_template)
-
-
-def tiny_config_dict(runs: Path, **overrides) -> dict:
-    """A toy pipeline that runs in seconds: 8 Gaussians, small MLP, 8 chunks of 128 pairs."""
-    cfg = {
-        "name": "tiny",
-        "runs_dir": str(runs),
-        "devices": ["cpu"],
-        "data": {"dataset": "8gaussians", "n_train": 2000},
-        "model": {"kind": "mlp", "data_shape": [2], "hidden": 32, "depth": 2},
-        "base": {"steps": 150, "batch_size": 128, "log_every": 25},
-        "pairs": {
-            "n": 1024,
-            "chunk": 128,
-            "solver": {"method": "dopri5", "rtol": 1e-4, "atol": 1e-4},
-            "retry_delay_s": [0.1],
-            "progress_every": 2,
-        },
-        "reflow": {"rounds": 1, "train": {"steps": 100, "batch_size": 128, "log_every": 25}},
-        "evaluate": {"n_samples": 256, "steps": [1, 2], "adaptive": False},
-        "tracking": {"model_format": "pickle"},
-    }
-    for dotted, value in overrides.items():
-        node = cfg
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return cfg
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from flows.cli import app
 from flows.config import load_config
 from storage import tracking
 from storage.pairstore import PairStore, PairStoreError
-from tests.conftest import tiny_config_dict
+from tests.helpers import tiny_config_dict
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flows.config import PipelineConfig, load_config
-from tests.conftest import tiny_config_dict
+from tests.helpers import tiny_config_dict
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 

@@ -25,7 +25,8 @@ from flows.generate import generate_pairs, open_store
 from storage.generate import generate_chunks
 from storage.pairstore import PairStore
 from tasks.generate import load_source_model
-from tests.conftest import free_port, make_runs_dir, tiny_config_dict
+from tests.helpers import make_runs_dir, tiny_config_dict
+from tests.procs import free_port
 
 ARRAYS = ("x0", "x1", "y", "done", "nfe")
 

@@ -12,7 +12,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, stop_process, tiny_config_dict
+from tests.helpers import tiny_config_dict
+from tests.procs import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT = [sys.executable, "-m", "prefect"]

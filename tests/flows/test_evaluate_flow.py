@@ -14,7 +14,7 @@ from rf_core.config import ModelConfig
 from rf_core.models import build_model
 from rf_core.training import save_checkpoint
 from storage import tracking
-from tests.conftest import tiny_config_dict
+from tests.helpers import tiny_config_dict
 
 
 def _image_config(runs, name: str):

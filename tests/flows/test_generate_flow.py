@@ -12,7 +12,7 @@ from flows.config import load_config
 from flows.generate import generate_pairs
 from storage import tracking
 from storage.pairstore import PairStore
-from tests.conftest import tiny_config_dict
+from tests.helpers import tiny_config_dict
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from flows.config import load_config
 from flows.pipeline import pipeline
 from storage import tracking
 from storage.pairstore import PairStore
-from tests.conftest import make_runs_dir, tiny_config_dict
+from tests.helpers import make_runs_dir, tiny_config_dict
 
 
 def _stage_runs(experiment_id: str) -> dict[str, list]:

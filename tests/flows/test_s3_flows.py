@@ -17,7 +17,7 @@ from flows.generate import generate_pairs
 from flows.train import train_reflow
 from storage import tracking
 from storage.pairstore import PairStore
-from tests.conftest import tiny_config_dict
+from tests.helpers import tiny_config_dict
 from tests.storage.s3server import start_moto, stop_moto, storage_options_undone
 
 BUCKET = "rf-flows"

@@ -25,8 +25,9 @@ from flows.pipeline import pipeline
 from rf_core.training import checkpoint_sha256
 from storage import tracking
 from storage.pairstore import PairStore
-from tests.conftest import free_port, make_runs_dir, tiny_config_dict
 from tests.flows.test_pipeline import _inputs, _stage_runs
+from tests.helpers import make_runs_dir, tiny_config_dict
+from tests.procs import free_port
 
 # Smaller than test_pipeline's toy: the pipeline runs twice here (SQLite, then the server).
 SMALL = {

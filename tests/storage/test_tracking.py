@@ -13,7 +13,7 @@ from rf_core.config import ModelConfig
 from rf_core.models import build_model
 from rf_core.training import checkpoint_sha256, load_checkpoint, save_checkpoint
 from storage import tracking
-from tests.conftest import free_port
+from tests.procs import free_port
 
 
 @pytest.fixture
