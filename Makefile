@@ -14,6 +14,9 @@ venv: $(STAMP)  ## create .venv with everything (idempotent)
 
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PY) -m venv $(VENV)
+	@# torch 2.14.1 brings its CUDA libraries: the venv takes ~6.6 GB; say so before pip fails on it.
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); [ "$$free" -ge 8 ] || \
+	  echo "warning: $$free GiB free on this disk; .venv needs about 7 GiB (torch with CUDA libraries)" >&2
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev]'
