@@ -38,7 +38,7 @@ def read_arrays(store: PairStore, i: int, out: Sequence[np.ndarray] | None = Non
         out = [np.empty(w, d) for w, d in zip(chunk_shapes(store, i), DTYPES, strict=True)]
     else:
         check_out(store, i, out)
-    direct = store._direct if stop - start == store.chunk else {}
+    direct = _direct_kinds(store, i)
     for name, o in zip(DATA_ARRAYS, out, strict=True):
         if name in direct:
             read_direct(store, i, name, o)
@@ -82,8 +82,7 @@ def view_arrays(store: PairStore, i: int) -> Arrays:
     copy: storage.fastread.map_plain_chunk) and zstd ones decoded into fresh arrays; anything
     else is read as :func:`read_arrays` does.
     """
-    start, stop = store.chunk_bounds(i)
-    direct = store._direct if stop - start == store.chunk else {}
+    direct = _direct_kinds(store, i)
     if len(direct) < len(DATA_ARRAYS):  # some array needs zarr: read the chunk the usual way
         return read_arrays(store, i)
     views = []
@@ -102,6 +101,13 @@ def read_direct(store: PairStore, i: int, name: str, out: np.ndarray) -> None:
     """Fill ``out`` from chunk ``i``'s file of ``name`` (local, plain or zstd, full chunk)."""
     read = read_plain_chunk if store._direct[name] == "plain" else read_zstd_chunk
     _direct(store, i, name, lambda path: read(path, out))
+
+
+def _direct_kinds(store: PairStore, i: int) -> dict[str, str]:
+    """Name -> "plain" | "zstd" of the arrays whose chunk ``i`` is read from its file: only full
+    chunks are (a short last chunk's object holds a padded chunk, which zarr trims)."""
+    start, stop = store.chunk_bounds(i)
+    return store._direct if stop - start == store.chunk else {}
 
 
 def _direct(store: PairStore, i: int, name: str, read: Callable[[str], T]) -> T:

@@ -100,3 +100,12 @@ def run_py(*args, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
         timeout=timeout,
         **kw,
     )
+
+
+def mappings_of(path: str | Path) -> int:
+    """How many of this process's memory mappings are of ``path`` (a file, or any file under a
+    folder such as a store's root)."""
+    root = os.path.realpath(path)
+    with open("/proc/self/maps") as f:
+        files = [line.rstrip().split(maxsplit=5)[-1] for line in f]
+    return sum(f == root or f.startswith(root + os.sep) for f in files)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import google_crc32c
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ from storage.chunkio import read_arrays, view_arrays
 from storage.fastread import direct_kind, map_plain_chunk, read_plain_chunk, read_zstd_chunk
 from storage.layout import ChunkCorruptError
 from storage.pairstore import PairStore
-from tests.storage.storekit import fill_with_index, store_kwargs
+from tests.storage.storekit import fill_with_index, mappings_of, store_kwargs
 
 N, CHUNK = 45, 8  # 6 chunks, the last one short (read by zarr)
 
@@ -54,25 +52,19 @@ def test_direct_reads_equal_zarr_reads(tmp_path):
             assert np.array_equal(viewed[k], zarr_values[k]) and viewed[k].dtype == got[k].dtype
 
 
-def _mapped(path) -> int:
-    """How many of this process's memory mappings are of ``path``."""
-    with open("/proc/self/maps") as f:
-        return sum(line.rstrip().endswith(os.path.realpath(path)) for line in f)
-
-
 def test_mapped_chunks_are_read_only_views_released_with_them(tmp_path):
     store = _filled(tmp_path)
     path = tmp_path / "p.zarr" / store.chunk_key("x1", 2)
     x1 = map_plain_chunk(path, (CHUNK, 2), np.float32)
-    assert np.array_equal(x1, _zarr_chunk(store, 2)[1]) and _mapped(path) == 1
+    assert np.array_equal(x1, _zarr_chunk(store, 2)[1]) and mappings_of(path) == 1
     with pytest.raises(ValueError, match="read-only"):
         x1[0, 0] = 1.0  # the page cache is never written through a view
     rows = x1[2:4]
     del x1
-    assert _mapped(path) == 1  # a view keeps its mapping alive...
+    assert mappings_of(path) == 1  # a view keeps its mapping alive...
     assert np.array_equal(rows, _zarr_chunk(store, 2)[1][2:4])
     del rows
-    assert _mapped(path) == 0  # ...and the last one lets it go
+    assert mappings_of(path) == 0  # ...and the last one lets it go
     # A rewrite replaces the object by rename (zarr's local store): a mapping taken before it
     # keeps the old pages and can never see a half-written chunk.
     kept = map_plain_chunk(path, (CHUNK, 2), np.float32)
@@ -124,7 +116,7 @@ def test_damaged_objects_raise_instead_of_returning_numbers(tmp_path, damage, me
     if name == "x1":
         with pytest.raises(ValueError, match=message):
             map_plain_chunk(path, (CHUNK, 2), np.float32)
-        assert _mapped(path) == 0  # a refused mapping is not kept
+        assert mappings_of(path) == 0  # a refused mapping is not kept
     read_arrays(store, 1, _pool(store, 1))  # its neighbours are fine
 
 

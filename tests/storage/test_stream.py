@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import numpy as np
@@ -13,7 +12,7 @@ from torch.utils.data import DataLoader
 from storage.layout import ChunkCorruptError
 from storage.pairstore import PairStore, PairStoreError
 from storage.stream import PairStream
-from tests.storage.storekit import fill_with_index, store_kwargs
+from tests.storage.storekit import fill_with_index, mappings_of, store_kwargs
 
 N, CHUNK = 203, 16  # 13 chunks, the last one short
 
@@ -106,13 +105,6 @@ def test_bad_arguments(finished, tmp_path):
     assert not (tmp_path / "nothing.zarr").exists()
 
 
-def mapped_chunks(uri: str) -> int:
-    """How many of this process's memory mappings are chunk objects of the store at ``uri``."""
-    root = os.path.realpath(uri) + os.sep
-    with open("/proc/self/maps") as f:
-        return sum(root in line for line in f)
-
-
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_memory_is_bounded_by_the_buffer(finished, prefetch):
     """The stream holds at most buffer_chunks chunks (+ one batch), twice that when prefetching;
@@ -124,7 +116,7 @@ def test_memory_is_bounded_by_the_buffer(finished, prefetch):
 
     def read(i):
         # Chunks still mapped when another is read: the last buffer's are gone by then.
-        assert mapped_chunks(finished) <= (buffers * 2 - 1) * 2
+        assert mappings_of(finished) <= (buffers * 2 - 1) * 2
         reads.append(i)
         return original(i)
 
@@ -133,12 +125,12 @@ def test_memory_is_bounded_by_the_buffer(finished, prefetch):
         # Samples read (or being read) so far minus samples delivered is what the buffers hold.
         held = sum(min(CHUNK, N - i * CHUNK) for i in reads) - 5 * n_batches
         assert held <= buffers * 2 * CHUNK + 5
-        most = max(most, mapped_chunks(finished))
+        most = max(most, mappings_of(finished))
         assert most <= buffers * 2 * 2  # x0 and x1 of each chunk in each buffer
     assert sorted(reads) == list(range(13))
     assert np.unique(reads).size == len(reads)
     assert most >= 2 * 2  # the full chunks were mapped, not copied (the short last one is read)
-    assert mapped_chunks(finished) == 0
+    assert mappings_of(finished) == 0
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
@@ -212,6 +204,6 @@ def test_two_live_iterators_and_an_abandoned_one(finished, prefetch):
             assert all(torch.equal(ta, tb) for ta, tb in zip(a, b, strict=True))
     it = iter(stream)
     next(it)
-    assert mapped_chunks(finished) > 0
+    assert mappings_of(finished) > 0
     it.close()
-    assert mapped_chunks(finished) == 0
+    assert mappings_of(finished) == 0
