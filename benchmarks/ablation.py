@@ -133,7 +133,7 @@ def _run_variant(
         "variant": v.name, "lever": v.lever, "metrics": metrics, "origin": origin,
         "train_s": train_s, "eval_s": time.perf_counter() - start, "gen_s": gen_s,
         "train": train.model_dump(mode="json"), "init_from_1rf": init, "store": store,
-        "store_n": pairs.n, "solver": pairs.solver, "nfe_per_pair": nfe_per_pair(pairs),
+        "store_n": pairs.n, "solver": pairs.attrs["solver"], "nfe_per_pair": nfe_per_pair(pairs),
         "checkpoint": str(ckpt),
     }  # fmt: skip
     path.write_text(json.dumps(result, indent=1))

@@ -143,7 +143,7 @@ def ensure_store(
 
 def nfe_per_pair(store: PairStore) -> float:
     """Model evaluations each pair cost: the store's NFE over the number of solver batches."""
-    bs = store.solver["batch_size"]
+    bs = store.solver.batch_size
     batches = sum(-(-(b - a) // bs) for a, b in map(store.chunk_bounds, range(store.n_chunks)))
     return float(store.nfe().sum()) / batches
 

@@ -58,7 +58,7 @@ def status(store: str = typer.Argument(..., help="pair store path or fsspec URL"
         f"source:    model_id={src['model_id']} k={src['k']} uri={src['model_uri']} "
         f"run_id={src['run_id']} sha256={src['checkpoint_sha256']}"
     )
-    typer.echo(f"solver:    {solver}")
+    typer.echo(f"solver:    {solver.label()} {solver.store_dict(s.chunk)}")
     typer.echo(
         f"samples:   shape={list(s.sample_shape)} num_classes={s.num_classes} "
         f"seed={s.seed} dataset={s.attrs['dataset']}"

@@ -14,8 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rf_core.config import ModelConfig, TrainConfig
-from rf_core.solvers import ADAPTIVE_METHODS, FIXED_METHODS
-from rf_core.timegrids import GRIDS
+from rf_core.solver_spec import SolverSpec
 
 TOY_DATASETS = ("8gaussians", "moons", "two_points", "checkerboard")
 IMAGE_SHAPES = {
@@ -56,38 +55,6 @@ class DataParams(_Frozen):
         return self.dataset in TOY_DATASETS
 
 
-class SolverParams(_Frozen):
-    """ODE solver used to generate pairs (torchdiffeq method names).
-
-    ``grid`` places a fixed-step method's steps (rf_core.timegrids.GRIDS; "uniform" for adaptive
-    methods) and ``rho`` is its strength for the "ends"/"end"/"start" grids, as in a pair store's
-    solver dict (storage.layout.SOLVER_KEYS). ``compile`` runs the model under torch.compile at
-    the solve batch size (rf_core.compiled): ~1.4x the pairs/s on CPU (BENCHMARKS.md) after a
-    one-off compilation per process (47 s cold, 9 s cached by torch); it needs a C++ compiler.
-    """
-
-    method: str = "dopri5"
-    rtol: float = Field(1e-5, gt=0)
-    atol: float = Field(1e-5, gt=0)
-    steps: int | None = Field(None, gt=0)
-    grid: Literal[GRIDS] = "uniform"
-    rho: float = Field(2.0, gt=0, allow_inf_nan=False)
-    compile: bool = False
-
-    @model_validator(mode="after")
-    def _steps(self) -> SolverParams:
-        if self.method not in FIXED_METHODS + ADAPTIVE_METHODS:
-            allowed = ", ".join(FIXED_METHODS + ADAPTIVE_METHODS)
-            raise ValueError(f"method {self.method!r} is not a solver; allowed: {allowed}")
-        if self.method in FIXED_METHODS and self.steps is None:
-            raise ValueError(f"fixed-step method {self.method!r} needs steps > 0")
-        if self.method in ADAPTIVE_METHODS and self.steps is not None:
-            raise ValueError(f"adaptive method {self.method!r} takes rtol/atol, not steps")
-        if self.method in ADAPTIVE_METHODS and self.grid != "uniform":
-            raise ValueError(f"grid {self.grid!r} needs a fixed-step method, not {self.method!r}")
-        return self
-
-
 class PairsParams(_Frozen):
     """Pair generation: store size, chunking, solver and shard retries.
 
@@ -95,8 +62,7 @@ class PairsParams(_Frozen):
         n: number of (x0, x1) pairs per reflow round.
         chunk: pairs per chunk (unit of work and resume).
         seed: base seed of the noise and labels (chunk i uses (seed, i)).
-        solver: ODE solver settings.
-        batch_size: samples per solve (None = one chunk).
+        solver: ODE solver recipe, samples per solve included (rf_core.solver_spec.SolverSpec).
         retries: retries of a failed generation shard task.
         retry_delay_s: delays before each retry (the last repeats).
         progress_every: chunks generated between two progress updates.
@@ -116,8 +82,7 @@ class PairsParams(_Frozen):
     n: int = Field(gt=0)
     chunk: int = Field(gt=0)
     seed: int = Field(0, ge=0)
-    solver: SolverParams = SolverParams()
-    batch_size: int | None = Field(None, gt=0)
+    solver: SolverSpec = SolverSpec()
     retries: int = Field(2, ge=0)
     retry_delay_s: tuple[float, ...] = (1.0, 5.0)
     progress_every: int = Field(4, gt=0)
@@ -130,6 +95,15 @@ class PairsParams(_Frozen):
     dask_timeout_s: float = Field(30.0, gt=0)
     store_root: str | None = None
     storage_options: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "batch_size" in data:
+            raise ValueError(
+                "pairs.batch_size moved into the solver recipe: set pairs.solver.batch_size"
+            )
+        return data
 
     @field_validator("storage_options")
     @classmethod

@@ -64,11 +64,10 @@ def open_store(cfg: PipelineConfig, uri: str, model: tracking.ModelRef) -> PairS
                 "Pass a new --store URI; nothing was changed."
             )
     p = cfg.pairs
-    solver = {**p.solver.model_dump(), "batch_size": p.batch_size}
     try:
         return PairStore.open_or_create(
             uri, n=p.n, chunk=p.chunk, sample_shape=cfg.model.data_shape, seed=p.seed,
-            source=model.source(), solver=solver, dataset=cfg.data.dataset,
+            source=model.source(), solver=p.solver, dataset=cfg.data.dataset,
             num_classes=cfg.model.num_classes,
         )  # fmt: skip
     except PairStoreError as e:

@@ -27,6 +27,8 @@ FIXED_METHODS = (
 )
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 METHODS = FIXED_METHODS + ADAPTIVE_METHODS
+# rtol and atol of adaptive methods unless given (the seed recipe's dopri5 tolerance).
+DEFAULT_TOL = 1e-5
 
 
 class NFECounter(nn.Module):
@@ -123,8 +125,8 @@ def solve_ode(
     y: Tensor | None = None,
     method: str = "dopri5",
     steps: int | None = None,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    rtol: float = DEFAULT_TOL,
+    atol: float = DEFAULT_TOL,
     batch_size: int | None = None,
     t0: float = 0.0,
     t1: float = 1.0,

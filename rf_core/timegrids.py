@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 
 GRIDS = ("uniform", "cosine", "ends", "end", "start")
+# The grids whose points depend on rho; for the others rho is unused.
+RHO_GRIDS = ("ends", "end", "start")
 
 
 def _unit_grid(kind: str, steps: int, rho: float) -> Tensor:

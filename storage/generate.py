@@ -22,7 +22,6 @@ from torch import nn
 
 from rf_core.compiled import BatchCompiled, compile_velocity
 from rf_core.solvers import solve_ode
-from rf_core.timegrids import time_grid
 from storage.layout import ChunkCorruptError, PairStoreError
 from storage.pairstore import PairStore
 
@@ -79,15 +78,7 @@ def solve_chunk(
         ChunkCorruptError: the solution has NaN or Inf (nothing is written).
     """
     x0, y = chunk_inputs(store, i)
-    s = store.solver
-    opts = {k: s[k] for k in ("steps", "rtol", "atol") if s[k] is not None}  # else solver defaults
-    if (
-        s["grid"] != "uniform"
-    ):  # uniform stays solve_ode's own grid: older stores' bytes depend on it
-        opts["t_grid"] = time_grid(s["grid"], s["steps"], rho=s["rho"]).tolist()
-    res = solve_ode(
-        model, x0.to(device), y.to(device), method=s["method"], batch_size=s["batch_size"], **opts
-    )
+    res = solve_ode(model, x0.to(device), y.to(device), **store.solver.solve_kwargs())
     x1 = res.x1.detach().to("cpu", torch.float32).numpy()
     if not np.isfinite(x1).all():
         raise ChunkCorruptError(store.uri, i, "the ODE solution x1 has NaN or Inf; not marked done")
@@ -103,17 +94,17 @@ def prepare_model(model: nn.Module, store: PairStore, device: str | torch.device
     Raises:
         PairStoreError: ``model`` was compiled for another batch size than the store's.
     """
-    batch = store.solver["batch_size"]
+    solver = store.solver
     if isinstance(model, BatchCompiled):
-        if model.batch_size != batch or not store.solver["compile"]:
+        if model.batch_size != solver.batch_size or not solver.compile:
             raise PairStoreError(
                 f"model is compiled for batch {model.batch_size} but pair store {store.uri} "
-                f"solves batches of {batch} with compile={store.solver['compile']}; pass the "
+                f"solves batches of {solver.batch_size} with compile={solver.compile}; pass the "
                 "plain model"
             )
         return model
     model = model.to(device)
-    return compile_velocity(model, batch) if store.solver["compile"] else model
+    return compile_velocity(model, solver.batch_size) if solver.compile else model
 
 
 class _Writer:
@@ -164,7 +155,7 @@ def generate_chunks(
         store: a store opened with mode "r+".
         chunk_ids: chunks to generate; ``None`` = all. Done chunks are skipped.
         device: where to solve.
-        batch_size: samples per solve; must equal the store's ``solver["batch_size"]`` (the batch
+        batch_size: samples per solve; must equal the store's ``solver.batch_size`` (the batch
             partition changes adaptive step control, hence the pairs). ``None`` = the store's.
         overlap: write chunk i in a background thread while chunk i+1 is solved. ``None``: only
             when solving on an accelerator. On a CPU the writer's checksums and copies take a core
@@ -181,10 +172,10 @@ def generate_chunks(
     t_start = time.perf_counter()
     if store.mode != "r+":
         raise PairStoreError(f"pair store {store.uri} is open read-only; open with mode='r+'")
-    if batch_size is not None and batch_size != store.solver["batch_size"]:
+    if batch_size is not None and batch_size != store.solver.batch_size:
         raise PairStoreError(
             f"batch_size={batch_size} differs from the store's solver batch_size="
-            f"{store.solver['batch_size']}; pairs would not be reproducible. Use the store's value."
+            f"{store.solver.batch_size}; pairs would not be reproducible. Use the store's value."
         )
     ids = list(range(store.n_chunks)) if chunk_ids is None else [int(i) for i in chunk_ids]
     for i in ids:

@@ -1,7 +1,11 @@
 """Generate (or resume) a pair store from a checkpoint, without Prefect: one worker process.
 
     python -m storage.generate_cli STORE --checkpoint CKPT --n 60000 --chunk 1024 --seed 0 \
-        --method dopri5 --rtol 1e-5 --atol 1e-5 [--chunks 0-9,20] [--finalize]
+        --method rk4 --steps 14 [--grid ends --rho 1.5] [--compile] [--chunks 0-9,20] [--finalize]
+
+The solver flags are the fields of :class:`rf_core.solver_spec.SolverSpec` (``--method``,
+``--rtol``, ``--atol``, ``--steps``, ``--batch-size``, ``--grid``, ``--rho``, ``--compile``), with
+its defaults; the store records them, as a pipeline's ``pairs.solver`` does.
 
 Creates the store if absent, resumes it if it was made the same way (refuses otherwise), generates
 the requested chunks that are not done, and with ``--finalize`` (coordinator) finalizes it once
@@ -14,9 +18,11 @@ from the environment (``AWS_*``, ``FSSPEC_S3``, see :func:`storage.location.set_
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
+from rf_core.solver_spec import SolverSpec
 from rf_core.training import checkpoint_sha256, load_checkpoint
 from storage.generate import generate_chunks
 from storage.layout import PairStoreError, format_ranges
@@ -45,18 +51,45 @@ def source_from_checkpoint(path: str, extra: dict) -> dict:
     }
 
 
+def add_solver_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per SolverSpec field (``batch_size`` -> ``--batch-size``); unset = its default."""
+    for name, field in SolverSpec.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            p.add_argument(flag, action="store_true", default=None, help=field.description)
+        else:
+            p.add_argument(flag, type=_scalar, default=None, help=field.description)
+
+
+def _scalar(text: str) -> object:
+    """A flag's value as JSON reads it (14 -> int, 1e-5 -> float), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def solver_from_args(a: argparse.Namespace) -> SolverSpec:
+    """The spec the solver flags describe (unset flags take the spec's defaults).
+
+    Raises:
+        ValueError: naming the flag's field and what is wrong with it.
+    """
+    return SolverSpec.from_dict({k: getattr(a, k) for k in SolverSpec.model_fields})
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m storage.generate_cli", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m storage.generate_cli",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("store")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--chunk", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", default="dopri5")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--rtol", type=float, default=None)
-    p.add_argument("--atol", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="samples per solve (default chunk)")
+    add_solver_flags(p)
     p.add_argument("--dataset", default="unknown")
     p.add_argument("--chunks", default=None, help="chunk ids to do, e.g. 0-9,20 (default all)")
     p.add_argument("--device", default="cpu")
@@ -68,14 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finalize", action="store_true", help="finalize when every chunk is done")
     a = p.parse_args(argv)
     try:
+        solver = solver_from_args(a)
         model, meta = load_checkpoint(a.checkpoint)
-        solver = {
-            "method": a.method,
-            "steps": a.steps,
-            "rtol": a.rtol,
-            "atol": a.atol,
-            "batch_size": a.batch_size,
-        }
         store = PairStore.open_or_create(
             a.store,
             n=a.n,

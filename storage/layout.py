@@ -1,6 +1,6 @@
 """The ``rf-pairs/1`` format: constants, group attributes, codecs and array layout.
 
-Layout (see DESIGN.md §4)::
+Layout (docs/pair-store.md)::
 
     <name>.zarr/   group attrs (coordinator only): schema, n, chunk, sample_shape, dtype, seed,
                    num_classes, source, solver, dataset, code_version, created_at, complete, digest
@@ -24,20 +24,13 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from rf_core.solvers import ADAPTIVE_METHODS
-from rf_core.timegrids import GRIDS
+from rf_core.solver_spec import SolverSpec
 
 SCHEMA = "rf-pairs/1"
 DATA_ARRAYS = ("x0", "x1", "y")
 SOURCE_KEYS = ("model_id", "model_uri", "run_id", "checkpoint_sha256", "k")
-SOLVER_KEYS = ("method", "rtol", "atol", "steps", "batch_size", "grid", "rho", "compile")
-# Stores from before "grid", "rho" and "compile" existed solved eagerly on the uniform grid:
-# missing keys mean these.
-SOLVER_DEFAULTS = {"grid": "uniform", "rho": 2.0, "compile": False}
-# Grids whose points depend on rho (rf_core.timegrids.time_grid); for the others rho is unused.
-RHO_GRIDS = ("ends", "end", "start")
 # Compressors per data array; a crc32c checksum is always appended. Gaussian noise (x0) does not
-# compress (1.07-1.15x, STACK-NOTES), so compressing it only costs time.
+# compress (1.07-1.15x measured), so compressing it only costs time.
 DEFAULT_COMPRESSORS: dict[str, tuple] = {"x0": (), "x1": (), "y": (ZstdCodec(level=3),)}
 
 
@@ -83,51 +76,18 @@ def check_positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def normalize_solver(solver: Mapping[str, Any], chunk: int) -> dict[str, Any]:
-    """Validate a solver dict and fill defaults; batch_size (samples per solve) defaults to chunk.
+def solver_spec(solver: SolverSpec | Mapping[str, Any]) -> SolverSpec:
+    """``solver`` as a spec; a dict is read as a store carries it (missing or None = default).
 
-    The batch partition is part of the solver: adaptive step control runs over a whole batch and
-    kernels may round differently per batch size, so the same partition is needed to regenerate a
-    chunk bit for bit. ``grid`` (one of :data:`rf_core.timegrids.GRIDS`, default "uniform") and
-    ``rho`` (its strength, default 2.0) place the steps of fixed-step methods. ``compile`` (default
-    false) runs the model under torch.compile (rf_core.compiled), which rounds differently from
-    eager execution, so it is part of the solver too.
+    Raises:
+        PairStoreError: the dict is not a solver recipe, naming the key and what is wrong.
     """
-    unknown = set(solver) - set(SOLVER_KEYS)
-    if unknown or not isinstance(solver.get("method"), str):
-        raise PairStoreError(
-            f"solver must be a dict with a str 'method' and keys among {SOLVER_KEYS}, got {solver}"
-        )
-    out = {k: solver.get(k) for k in SOLVER_KEYS}
-    out["rtol"] = None if out["rtol"] is None else float(out["rtol"])
-    out["atol"] = None if out["atol"] is None else float(out["atol"])
-    if out["steps"] is not None:
-        out["steps"] = check_positive_int("solver['steps']", out["steps"])
-    out["batch_size"] = check_positive_int("solver['batch_size']", out["batch_size"] or chunk)
-    out["grid"] = SOLVER_DEFAULTS["grid"] if out["grid"] is None else out["grid"]
-    if out["grid"] not in GRIDS:
-        raise PairStoreError(f"solver['grid'] must be one of {GRIDS}, got {out['grid']!r}")
-    rho = SOLVER_DEFAULTS["rho"] if out["rho"] is None else out["rho"]
-    if isinstance(rho, bool) or not isinstance(rho, int | float) or not 0 < rho < math.inf:
-        raise PairStoreError(f"solver['rho'] must be a finite float > 0, got {rho!r}")
-    out["rho"] = float(rho)
-    out["compile"] = SOLVER_DEFAULTS["compile"] if out["compile"] is None else out["compile"]
-    if not isinstance(out["compile"], bool):
-        raise PairStoreError(f"solver['compile'] must be true or false, got {out['compile']!r}")
-    if out["grid"] != "uniform":
-        if out["method"] in ADAPTIVE_METHODS:
-            raise PairStoreError(
-                f"solver['grid']={out['grid']!r} needs a fixed-step method; method="
-                f"{out['method']!r} is adaptive (it picks its own steps): use grid 'uniform'"
-            )
-        if out["steps"] is None:
-            raise PairStoreError(f"solver['grid']={out['grid']!r} needs solver['steps'] (> 0)")
-    return out
-
-
-def effective_solver(solver: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored solver dict with the defaults of keys added since (missing grid = uniform)."""
-    return {**solver, **{k: v for k, v in SOLVER_DEFAULTS.items() if k not in solver}}
+    if isinstance(solver, SolverSpec):
+        return solver
+    try:
+        return SolverSpec.from_dict(solver)
+    except ValueError as e:
+        raise PairStoreError(str(e)) from None
 
 
 def normalize_source(source: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,11 +113,11 @@ def make_attrs(
     sample_shape: Sequence[int],
     seed: int,
     source: Mapping[str, Any],
-    solver: Mapping[str, Any],
+    solver: SolverSpec | Mapping[str, Any],
     dataset: str,
     num_classes: int,
 ) -> dict[str, Any]:
-    """Validated group attrs for a new store."""
+    """Validated group attrs for a new store; ``solver`` as :func:`solver_spec` reads it."""
     n, chunk = check_positive_int("n", n), check_positive_int("chunk", chunk)
     shape = [check_positive_int("sample_shape[i]", d) for d in sample_shape] if sample_shape else []
     if not shape:
@@ -185,7 +145,7 @@ def make_attrs(
         "seed": int(seed),
         "num_classes": int(num_classes),
         "source": normalize_source(source),
-        "solver": normalize_solver(solver, chunk),
+        "solver": solver_spec(solver).store_dict(chunk),
         "dataset": dataset,
         "code_version": code_version(),
         "created_at": datetime.now(UTC).isoformat(),
@@ -197,15 +157,12 @@ def make_attrs(
 def identity(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """What must match for a resume: everything that changes the bytes of a chunk.
 
-    The solver is compared with defaults filled in (a store from before ``grid`` existed equals a
-    request for the uniform grid), and ``rho`` only where the grid uses it.
+    The solver is compared by :meth:`rf_core.solver_spec.SolverSpec.resume_identity`, with
+    defaults filled in: a store from before ``grid`` existed equals a request for the uniform grid.
     """
     keys = ("n", "chunk", "sample_shape", "dtype", "seed", "num_classes")
     out = {k: json.loads(json.dumps(attrs[k])) for k in keys}
-    solver = effective_solver(attrs["solver"])
-    if solver["grid"] not in RHO_GRIDS:
-        solver["rho"] = None
-    out["solver"] = json.loads(json.dumps(solver))
+    out["solver"] = solver_spec(attrs["solver"]).resume_identity(attrs["chunk"])
     out["source.checkpoint_sha256"] = attrs["source"]["checkpoint_sha256"]
     return out
 

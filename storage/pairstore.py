@@ -20,6 +20,7 @@ import fsspec
 import numpy as np
 import zarr
 
+from rf_core.solver_spec import SolverSpec
 from storage.chunkio import read_arrays, write_arrays
 from storage.fastread import direct_kind
 from storage.layout import (
@@ -31,11 +32,11 @@ from storage.layout import (
     canonical_json,
     create_arrays,
     digest_attrs,
-    effective_solver,
     format_ranges,
     identity,
     make_attrs,
     resolve_codecs,
+    solver_spec,
 )
 from storage.location import (
     access_error,
@@ -104,7 +105,7 @@ class PairStore:
         sample_shape: Sequence[int],
         seed: int,
         source: Mapping[str, Any],
-        solver: Mapping[str, Any],
+        solver: SolverSpec | Mapping[str, Any],
         dataset: str,
         num_classes: int,
         codecs: Mapping[str, Sequence[Any]] | None = None,
@@ -118,7 +119,8 @@ class PairStore:
             sample_shape: shape of one sample, e.g. (1, 28, 28).
             seed: base seed; chunk i's noise and labels depend on (seed, i) only.
             source: {model_id, model_uri, run_id, checkpoint_sha256, k} of the generating model.
-            solver: {method, rtol, atol, steps, batch_size}; batch_size defaults to chunk.
+            solver: a SolverSpec, or its dict (``SolverSpec.from_dict``); an unset batch_size
+                means one solve per chunk.
             dataset: name of the data the source model was trained on.
             num_classes: labels are drawn uniformly from [0, num_classes); 0 = unconditional (-1).
             codecs: optional {array: [compressor, ...]} for x0/x1/y; crc32c is always appended.
@@ -243,8 +245,8 @@ class PairStore:
     seed = property(lambda self: int(self._attrs["seed"]))
     num_classes = property(lambda self: int(self._attrs["num_classes"]))
     sample_shape = property(lambda self: tuple(self._attrs["sample_shape"]))
-    # Stores from before "grid"/"rho" existed read as uniform-grid stores.
-    solver = property(lambda self: effective_solver(self._attrs["solver"]))
+    # A SolverSpec with batch_size set; keys added since the store was written read as defaults.
+    solver = property(lambda self: solver_spec(self._attrs["solver"]))
     source = property(lambda self: dict(self._attrs["source"]))
 
     @property

@@ -13,6 +13,7 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from rf_core.solver_spec import SolverSpec
 from rf_core.training import load_checkpoint
 from tasks.data import TOYS, load_data
 
@@ -92,8 +93,8 @@ def build_scorer(
 
 
 def metric_name(row: Any, field: str) -> str:
-    setting = row.solver if row.steps is None else f"{row.solver}_{row.steps}"
-    return f"{field}/{setting}"
+    """MLflow metric key of one field of an evaluation row, e.g. "fd/euler_4", "nfe/dopri5"."""
+    return f"{field}/{SolverSpec(method=row.solver, steps=row.steps).label()}"
 
 
 def row_metrics(rows: list[Any]) -> dict[str, float]:

@@ -7,6 +7,8 @@ from pathlib import Path
 import matplotlib
 import torch
 
+from rf_core.solver_spec import SolverSpec
+
 matplotlib.use("Agg")  # headless: workers and CI have no display
 import matplotlib.pyplot as plt
 
@@ -40,7 +42,7 @@ def plot_samples(samples: dict, out: Path, toy: bool, n_show: int = 64) -> list[
         if not toy:
             for _, solver, steps in keys:
                 grid = image_grid(samples[(name, solver, steps)][:n_show])
-                setting = solver if steps is None else f"{solver}_{steps}"
+                setting = SolverSpec(method=solver, steps=steps).label()
                 paths.append(save_image(grid, out / f"grid_{name}_{setting}.png"))
             continue
         fig, axes = plt.subplots(1, len(keys), figsize=(2.4 * len(keys), 2.6), squeeze=False)

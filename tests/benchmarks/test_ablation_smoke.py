@@ -82,7 +82,7 @@ def test_ablation_runs_every_lever_and_writes_its_section(run):
     # the seed-recipe store: the seed's solver on the same noise and labels
     seed_store = PairStore.open(by["seed-pairs"]["store"])
     default = PairStore.open(base["store"])
-    assert {k: seed_store.solver[k] for k in SEED_RECIPE_SOLVER} == SEED_RECIPE_SOLVER
+    assert {k: seed_store.attrs["solver"][k] for k in SEED_RECIPE_SOLVER} == SEED_RECIPE_SOLVER
     x0s, x1s, ys = seed_store.read_chunk(1)
     x0d, x1d, yd = default.read_chunk(1)
     assert np.array_equal(x0s, x0d) and np.array_equal(ys, yd) and not np.array_equal(x1s, x1d)

@@ -5,7 +5,7 @@ from dataclasses import fields
 import pytest
 import torch
 
-from benchmarks.common import ROOT, markdown_table, replace_section
+from benchmarks.common import markdown_table, replace_section
 from benchmarks.pairgen import (
     TINY_MODEL,
     PairRow,
@@ -156,22 +156,3 @@ def test_cli_rejects_non_positive_sizes_naming_the_flag(argv, names, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2 and names in capsys.readouterr().err
-
-
-def test_config_solver_with_a_grid_is_a_store_solver():
-    from pydantic import ValidationError
-
-    from flows.config import SolverParams, load_config
-    from storage.layout import normalize_solver
-
-    cfg = load_config(ROOT / "configs" / "mnist5k.yaml").pairs
-    stored = normalize_solver({**cfg.solver.model_dump(), "batch_size": None}, cfg.chunk)
-    assert stored["method"] == cfg.solver.method and stored["steps"] == cfg.solver.steps
-    ends = SolverParams(method="rk4", steps=8, grid="ends", rho=1.5).model_dump()
-    assert normalize_solver(ends, 4) | {"batch_size": 4} == normalize_solver(
-        store_solver(Setting("rk4", 8, grid="ends", rho=1.5), 4) | {"atol": 1e-5, "rtol": 1e-5}, 4
-    )
-    with pytest.raises(ValidationError, match="grid 'ends' needs a fixed-step method"):
-        SolverParams(method="dopri5", grid="ends")
-    with pytest.raises(ValidationError, match="grid"):
-        SolverParams(method="rk4", steps=8, grid="zigzag")

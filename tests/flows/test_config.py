@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from flows.config import PipelineConfig, load_config
+from rf_core.solver_spec import SolverSpec
 from tests.helpers import tiny_config_dict
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
@@ -38,6 +40,7 @@ def test_relative_runs_dir_is_made_absolute_against_cwd(tmp_path, monkeypatch):
         ({"runs_dir": "s3://bucket/runs"}, "runs_dir must be a local directory"),
         ({"pairs.solver": {"method": "rk45"}}, "method 'rk45' is not a solver"),
         ({"pairs.solver": {"method": "dopri5", "steps": 4}}, "takes rtol/atol, not steps"),
+        ({"pairs.batch_size": 64}, "pairs.batch_size moved into the solver recipe"),
         ({"evaluate.steps": [0, 2]}, "evaluate.steps"),
         ({"testing.chunk_delay_s": -1}, "testing.chunk_delay_s"),
         ({"distill.enabled": True, "reflow.rounds": 0}, "distill.enabled needs reflow.rounds"),
@@ -66,3 +69,19 @@ def test_yaml_errors_name_the_file(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="expected a mapping"):
         load_config(listy)
+
+
+def test_the_config_solver_is_the_store_solver(tmp_path):
+    pairs = load_config(Path(CONFIGS[0]).parent / "mnist5k.yaml").pairs
+    stored = pairs.solver.store_dict(pairs.chunk)
+    assert stored["method"] == pairs.solver.method and stored["steps"] == pairs.solver.steps
+    assert SolverSpec.from_dict(stored) == pairs.solver.model_copy(
+        update={"batch_size": pairs.chunk}
+    )
+    ends = {"method": "rk4", "steps": 8, "grid": "ends", "rho": 1.5, "batch_size": 64}
+    cfg = load_config(tiny_config_dict(tmp_path, **{"pairs.solver": ends}))
+    assert cfg.pairs.solver == SolverSpec(**ends) == SolverSpec.from_dict(ends)
+    with pytest.raises(ValidationError, match="grid 'ends' needs a fixed-step method"):
+        SolverSpec(method="dopri5", grid="ends")
+    with pytest.raises(ValidationError, match="grid"):
+        SolverSpec(method="rk4", steps=8, grid="zigzag")

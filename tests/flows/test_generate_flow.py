@@ -124,7 +124,7 @@ def test_compiled_solver_through_the_flow_matches_eager(prefect_api, runs_dir, c
     a = generate_pairs(eager, model=str(checkpoints[0]), store=str(runs_dir / "eager.zarr"))
     b = generate_pairs(compiled, model=str(checkpoints[0]), store=str(runs_dir / "comp.zarr"))
     sa, sb = PairStore.open(a["uri"]), PairStore.open(b["uri"])
-    assert sb.is_finalized and sb.solver["compile"] is True and sa.solver["compile"] is False
+    assert sb.is_finalized and sb.solver.compile is True and sa.solver.compile is False
     for i in range(sa.n_chunks):
         (x0a, x1a, ya), (x0b, x1b, yb) = sa.read_chunk(i), sb.read_chunk(i)
         assert (x0a == x0b).all() and (ya == yb).all()

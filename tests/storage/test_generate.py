@@ -92,7 +92,7 @@ def test_solve_batches_are_part_of_the_recipe(tmp_path):
         tiny_model(),
     )
     stats = generate_chunks(model, store, [0], batch_size=4)
-    assert store.solver["batch_size"] == 4 and stats.nfe == 2 * 4 * 40  # two solves of 4
+    assert store.solver.batch_size == 4 and stats.nfe == 2 * 4 * 40  # two solves of 4
 
 
 def test_a_non_uniform_grid_is_part_of_the_recipe(tmp_path):

@@ -181,7 +181,7 @@ def test_resume_with_another_compile_setting_is_refused(tmp_path):
         PairStore.open_or_create(uri, **store_kwargs())
     assert tree_hash(tmp_path / "p.zarr") == before
     again = PairStore.open_or_create(uri, **store_kwargs(solver={**SOLVER, "compile": True}))
-    assert again.solver["compile"] is True and again.missing_chunks() == [0, 2, 3]
+    assert again.solver.compile is True and again.missing_chunks() == [0, 2, 3]
     with pytest.raises(PairStoreError, match=r"solver\['compile'\] must be true or false"):
         PairStore.create(str(tmp_path / "x.zarr"), **store_kwargs(solver={**SOLVER, "compile": 1}))
 
@@ -198,8 +198,8 @@ def test_store_from_before_grids_opens_as_uniform_and_keeps_its_digest(tmp_path)
     old = PairStore.open(uri, mode="r+")
     digest = old.finalize()
     assert PairStore.open(uri).attrs["solver"] == old_solver  # nothing filled in on disk
-    assert old.solver["grid"] == "uniform" and old.solver["rho"] == 2.0
-    assert old.solver["compile"] is False
+    assert old.solver.grid == "uniform" and old.solver.rho == 2.0
+    assert old.solver.compile is False
     # Resume: the defaults match the old store; a real change is still refused.
     assert PairStore.open_or_create(uri, **store_kwargs()).compute_digest() == digest
     with pytest.raises(PairStoreError, match=r"store has .*'method': 'rk4'.*asks for .*'ends'"):
