@@ -21,6 +21,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+# The `make run` pipeline config: the benchmarks measure its model and its pair solver.
+PIPELINE_CONFIG = ROOT / "configs" / "mnist5k.yaml"
 
 
 def cpu_model() -> str:

@@ -22,8 +22,16 @@ import torch
 from torch import nn
 
 from benchmarks.common import ROOT, machine_line, markdown_table, median, timed, write_section
-from benchmarks.pairgen_core import efficiency, pair_error, reference_solve, seed_recipe
-from benchmarks.pairgen_setup import BENCH_TRAIN, MNIST_MODEL, TINY_MODEL, bench_model
+from benchmarks.pairgen_base import (
+    BENCH_TRAIN,
+    MNIST_MODEL,
+    TINY_MODEL,
+    bench_model,
+    efficiency,
+    pair_error,
+    reference_solve,
+    seed_recipe,
+)
 from rf_core.data import load_mnist5k
 from rf_core.losses import rf_loss
 from rf_core.models import build_model
@@ -75,7 +83,7 @@ def bench_pairs(model, cfg, n, batch, steps, device, compile_ok) -> list[GpuRow]
     x0 = torch.randn((n, *cfg.data_shape), generator=g).to(device)
     y = torch.randint(0, cfg.num_classes, (n,), generator=g).to(device)
     set_tf32(False)
-    ref = reference_solve(model, x0, y, batch_size=batch)[0]  # float64 dopri5 1e-7
+    ref = reference_solve(model, x0, y, batch_size=batch, dtype=torch.float64)[0]
     sec, (x1, nfe) = timed(lambda: seed_recipe(model, x0, y, min(256, n)), device)
     rows = [
         GpuRow(

@@ -1,4 +1,4 @@
-"""Pair store benchmarks (issue 3): what writing to, and streaming from, a Zarr store costs.
+"""Pair store benchmarks: what writing to, and streaming from, a Zarr store costs.
 
     .venv/bin/python -m benchmarks.pairstore_bench           # CPU, < 4 min; rewrites BENCHMARKS.md
     .venv/bin/python -m benchmarks.pairstore_bench --quick   # smaller sizes, prints only
@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.common import (
+    PIPELINE_CONFIG,
     ROOT,
     interleave,
     machine_line,
@@ -32,7 +33,6 @@ from benchmarks.common import (
     peak_rss_mb,
     write_section,
 )
-from benchmarks.pairgen_setup import PIPELINE_CONFIG
 from flows.config import load_config
 from rf_core.config import ModelConfig
 from rf_core.losses import rf_loss
@@ -429,8 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     if not q and not a.no_write and parts == set(PARTS):
         body = (
-            f"## Pair store (issue 3)\n\nCommand: `{CMD}` — machine: {machine_line()}.\n\n"
-            f"{table}\n\n{NOTES}"
+            f"## Pair store\n\nCommand: `{CMD}` — machine: {machine_line()}.\n\n{table}\n\n{NOTES}"
         )
         write_section("pairstore", body)
 

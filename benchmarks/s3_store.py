@@ -12,18 +12,58 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from storage.pairstore import PairStore
 
-# The test suite's moto launcher (moto[server] is a dev dependency): a real S3 API on loopback.
-from tests.storage.s3server import CREDENTIALS, start_moto, stop_moto
-
 SHAPE = (1, 28, 28)
+# Credentials moto accepts; the config files point nowhere so that ~/.aws cannot leak in.
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": "/nonexistent/rectiflow-aws-config",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/rectiflow-aws-credentials",
+}
+
+
+@contextmanager
+def moto_server(log: Path, timeout: float = 120.0) -> Iterator[str]:
+    """A real S3 API on loopback: ``moto_server`` (moto[server], a dev dependency) in its own
+    process on a free port, stopped on exit. Yields its endpoint URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out)
+    endpoint, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/", timeout=2).close()
+                break
+            except urllib.error.HTTPError:
+                break  # an error page still means it is serving
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start; see {log}") from None
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def kwargs(n: int, chunk: int) -> dict:
@@ -77,8 +117,17 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=2)
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
-    proc, endpoint = start_moto(tmp)
-    os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL_S3=endpoint)
+    try:
+        with moto_server(tmp / "moto.log") as endpoint:
+            os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL_S3=endpoint)
+            measure(a, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"loadavg after: {os.getloadavg()}")
+
+
+def measure(a: argparse.Namespace, tmp: Path) -> None:
+    """Print one row per (chunk size, s3 | local): the best of ``a.repeat`` write/read runs."""
     import fsspec
     import s3fs
 
@@ -89,34 +138,28 @@ def main() -> None:
     print(f"loadavg before: {os.getloadavg()}")
     cols = ("objects/chunk", "bytes/pair", "x-object-MiB", "write-MB/s", "read-MB/s")
     print("where  chunk " + " ".join(cols) + " write-ms/chunk read-ms/chunk")
-    try:
-        for chunk in map(int, a.chunks.split(",")):
-            for where in ("s3", "local"):
-                best = None
-                for r in range(a.repeat):
-                    name = f"c{chunk}-r{r}.zarr"
-                    if where == "s3":
-                        res = one(f"s3://bench/{name}", a.n, chunk, s3, f"bench/{name}", rng)
-                        s3.rm(f"bench/{name}", recursive=True)
-                    else:
-                        res = one(str(tmp / name), a.n, chunk, local, str(tmp / name), rng)
-                    if (
-                        best is None
-                        or res["read_mb_s"] + res["write_mb_s"]
-                        > best["read_mb_s"] + best["write_mb_s"]
-                    ):
-                        best = res
-                b = best
-                print(
-                    f"{where:6s} {chunk:5d} {b['objects_per_chunk']:6.1f} "
-                    f"{b['bytes_per_pair']:10.1f} {b['x_object_mib']:8.2f} {b['write_mb_s']:9.1f} "
-                    f"{b['read_mb_s']:9.1f} {b['write_ms_chunk']:9.1f} {b['read_ms_chunk']:9.1f}",
-                    flush=True,
-                )
-    finally:
-        stop_moto(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"loadavg after: {os.getloadavg()}")
+    for chunk in map(int, a.chunks.split(",")):
+        for where in ("s3", "local"):
+            best = None
+            for r in range(a.repeat):
+                name = f"c{chunk}-r{r}.zarr"
+                if where == "s3":
+                    res = one(f"s3://bench/{name}", a.n, chunk, s3, f"bench/{name}", rng)
+                    s3.rm(f"bench/{name}", recursive=True)
+                else:
+                    res = one(str(tmp / name), a.n, chunk, local, str(tmp / name), rng)
+                if (
+                    best is None
+                    or res["read_mb_s"] + res["write_mb_s"] > best["read_mb_s"] + best["write_mb_s"]
+                ):
+                    best = res
+            b = best
+            print(
+                f"{where:6s} {chunk:5d} {b['objects_per_chunk']:6.1f} "
+                f"{b['bytes_per_pair']:10.1f} {b['x_object_mib']:8.2f} {b['write_mb_s']:9.1f} "
+                f"{b['read_mb_s']:9.1f} {b['write_ms_chunk']:9.1f} {b['read_ms_chunk']:9.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -15,21 +15,26 @@ from torch.nn import functional as F
 from rf_core.config import ModelConfig
 
 
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+def timestep_embedding(
+    t: Tensor, dim: int, max_period: float = 10_000.0, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Sinusoidal embedding of times in [0, 1].
 
     Args:
         t: (B,) times.
         dim: embedding width.
         max_period: longest wavelength, in units of ``1000 * t``.
+        dtype: dtype of the product ``1000 t f``, its sin/cos and the result. The frequencies
+            ``f`` are float32 values whatever ``dtype``, so a float64 model (``model.double()``)
+            evaluates the same function as its float32 original, only with less rounding.
 
     Returns:
-        (B, dim) embedding.
+        (B, dim) embedding in ``dtype``.
     """
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
     # Scale t by 1000 so [0, 1] spans the same frequency range as integer diffusion steps.
-    args = 1000.0 * t.float()[:, None] * freqs[None]
+    args = 1000.0 * t.to(dtype)[:, None] * freqs.to(dtype)[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return F.pad(emb, (0, dim % 2))
 
@@ -89,7 +94,9 @@ class Conditioning(nn.Module):
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         """(B,), (B,) -> (B, out_dim)."""
         idx = torch.where(y < 0, torch.full_like(y, self.num_classes), y)
-        return self.time_mlp(timestep_embedding(t, self.time_emb_dim)) + self.label_emb(idx)
+        # The embedding in the weights' dtype: float32, or float64 after model.double().
+        emb = timestep_embedding(t, self.time_emb_dim, dtype=self.time_mlp[0].weight.dtype)
+        return self.time_mlp(emb) + self.label_emb(idx)
 
 
 def _as_batch(t: Tensor | float, x: Tensor) -> Tensor:

@@ -30,4 +30,4 @@ def test_gpu_sh_refuses_without_cuda_and_names_the_fallback():
 def test_run_all_discovers_the_cpu_benchmarks_only():
     names = run_all.discover()
     assert "pairgen" in names
-    assert not {"common", "run_all", "gpu_bench", "pairgen_quality"} & set(names)
+    assert not {"common", "run_all", "gpu_bench", "pairgen_base"} & set(names)

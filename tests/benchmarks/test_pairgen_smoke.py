@@ -6,23 +6,20 @@ import pytest
 import torch
 
 from benchmarks.common import markdown_table, replace_section
-from benchmarks.pairgen import (
+from benchmarks.pairgen import PairRow, choose_default, make_store, render, run
+from benchmarks.pairgen_base import (
     TINY_MODEL,
-    PairRow,
-    Setting,
-    choose_default,
     efficiency,
     pair_error,
     reference_solve,
-    render,
-    run,
     sample_errors,
     seed_recipe,
-    store_solver,
 )
 from rf_core import models
 from rf_core.models import build_model
+from rf_core.solver_spec import SolverSpec
 from rf_core.solvers import solve_ode
+from rf_core.training import save_checkpoint
 
 _original_embedding = models.timestep_embedding
 
@@ -53,7 +50,7 @@ def test_reference_is_a_float64_solve_that_leaves_the_model_alone():
     ref, nfe = reference_solve(model, x0, y, tol=1e-6, batch_size=2, dtype=torch.float64)
     assert ref.dtype == torch.float64 and ref.shape == x0.shape and nfe > 6
     assert next(model.parameters()).dtype == torch.float32  # a double copy was solved
-    assert models.timestep_embedding is _original_embedding  # the swap is undone
+    assert models.timestep_embedding is _original_embedding  # nothing swapped globally
     f32, nfe32 = reference_solve(model, x0, y, tol=1e-6, batch_size=2)
     assert f32.dtype == torch.float32 and nfe32 > 6
     assert 0 < pair_error(f32, ref) < 1e-3  # the same ODE, float32 round-off apart
@@ -65,15 +62,15 @@ def test_efficiency_is_forward_time_share():
 
 
 def _row(name, nfe, err, rate=1.0):
-    return PairRow(name, "solve_ode", 4, nfe, rate, 1.0, err, err, err, 1.0)
+    return PairRow(name, "solve_ode", 4, nfe, rate, 1.0, err, err, err, err, 1.0)
 
 
 def test_choose_default_takes_fewest_nfe_within_the_error_then_the_fastest():
     settings = [
-        Setting("rk4", 8),
-        Setting("rk4", 4, grid="ends", rho=1.5),
-        Setting("rk4", 4, grid="cosine"),
-        Setting("midpoint", 8),
+        SolverSpec(method="rk4", steps=8),
+        SolverSpec(method="rk4", steps=4, grid="ends", rho=1.5),
+        SolverSpec(method="rk4", steps=4, grid="cosine"),
+        SolverSpec(method="midpoint", steps=8),
     ]
     rows = [_row("a", 32, 1e-4), _row("b", 16, 1e-4), _row("c", 16, 1e-4, rate=2.0)]
     rows.append(_row("d", 16, 1e-2, rate=9.0))  # cheapest and fastest, but too far off
@@ -84,17 +81,18 @@ def test_choose_default_takes_fewest_nfe_within_the_error_then_the_fastest():
     assert choose_default(rows, settings, max_error=1e-5) == (None, None)
 
 
-def test_store_solver_names_the_grid_and_only_a_used_rho():
-    assert store_solver(Setting("rk4", 8), 4) == {"method": "rk4", "steps": 8, "batch_size": 4}
-    ends = store_solver(Setting("rk4", 8, grid="ends", rho=1.5), 4)
-    assert ends == {"method": "rk4", "steps": 8, "batch_size": 4, "grid": "ends", "rho": 1.5}
-    assert "rho" not in store_solver(Setting("rk4", 8, grid="cosine"), 4)
-    assert store_solver(Setting("dopri5", tol=1e-4), 4) == {
-        "method": "dopri5",
-        "rtol": 1e-4,
-        "atol": 1e-4,
-        "batch_size": 4,
-    }
+def test_benchmark_stores_carry_the_spec_they_were_made_with(tmp_path):
+    for i, spec in enumerate(
+        [
+            SolverSpec(method="rk4", steps=8, batch_size=4),
+            SolverSpec(method="rk4", steps=8, grid="ends", rho=1.5, batch_size=4),
+            SolverSpec(method="rk4", steps=8, grid="cosine", batch_size=4),
+            SolverSpec(method="dopri5", rtol=1e-4, atol=1e-4, batch_size=4),
+        ]
+    ):
+        store = make_store(tmp_path, f"s{i}", 8, spec, TINY_MODEL, "0" * 64)
+        assert store.solver == spec and store.chunk == 4
+        assert store.attrs["solver"]["grid"] == spec.grid
 
 
 def test_seed_recipe_matches_solve_ode_dopri5():
@@ -110,9 +108,13 @@ def test_seed_recipe_matches_solve_ode_dopri5():
 def test_tiny_run_reports_every_field(tmp_path):
     torch.manual_seed(0)
     model = build_model(TINY_MODEL).eval()
-    settings = [Setting("euler", 2), Setting("rk4", 3), Setting("rk4", 3, grid="end")]
+    settings = [
+        SolverSpec(method="euler", steps=2),
+        SolverSpec(method="rk4", steps=3),
+        SolverSpec(method="rk4", steps=3, grid="end"),
+    ]
     res = run(model, TINY_MODEL, 4, 4, 1, settings, workdir=tmp_path, log=lambda *_: None)
-    assert [r.setting for r in res.screen] == [s.name for s in settings]
+    assert [r.setting for r in res.screen] == [s.label() for s in settings]
     assert [r.nfe_per_pair for r in res.screen] == [2, 12, 12]  # counted, not inferred
     assert res.seed.nfe_per_pair > 0 and res.ref_nfe > res.seed.nfe_per_pair
     for row in [res.seed, *res.screen]:
@@ -148,7 +150,7 @@ def test_sections_are_replaced_in_place():
 
 @pytest.mark.parametrize(
     ("argv", "names"),
-    [(["--pairs", "0"], "--pairs and --batch"), (["--quality-pairs", "0"], "--quality-pairs")],
+    [(["--pairs", "0"], "--pairs and --batch"), (["--batch", "0"], "--pairs and --batch")],
 )
 def test_cli_rejects_non_positive_sizes_naming_the_flag(argv, names, capsys):
     from benchmarks.pairgen import main
@@ -156,3 +158,17 @@ def test_cli_rejects_non_positive_sizes_naming_the_flag(argv, names, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2 and names in capsys.readouterr().err
+
+
+def test_cli_with_a_checkpoint_creates_its_work_folder(tmp_path):
+    # A fresh clone after `make run`: a checkpoint exists, runs/bench does not.
+    from benchmarks.pairgen import main
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "1rf.pt"
+    save_checkpoint(ckpt, build_model(TINY_MODEL))
+    cache = tmp_path / "fresh" / "bench"
+    argv = ["--checkpoint", str(ckpt), "--tiny", "--no-compile", "--no-write", "--pairs", "4"]
+    res = main([*argv, "--rounds", "1", "--cache-dir", str(cache)])
+    assert res.seed.nfe_per_pair > 0 and len(res.screen) == 4
+    assert sorted(p.name for p in cache.iterdir()) == ["pairgen.json"]  # stores were temporary

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -54,6 +56,29 @@ def test_timestep_embedding_shape_and_distinct_times():
     emb = timestep_embedding(torch.tensor([0.0, 0.5, 1.0]), 7)
     assert emb.shape == (3, 7)
     assert not torch.allclose(emb[0], emb[1]) and not torch.allclose(emb[1], emb[2])
+
+
+def test_timestep_embedding_in_double_is_the_same_function_with_less_rounding():
+    t = torch.linspace(0.0, 1.0, 9)
+    e32, e64 = timestep_embedding(t, 64), timestep_embedding(t, 64, dtype=torch.float64)
+    assert e32.dtype == torch.float32 and e64.dtype == torch.float64
+    # The same frequencies: float32 rounds 1000 t f (up to ~1e3 rad) at ~6e-5, double does not.
+    assert 1e-7 < (e64 - e32.double()).abs().max() < 1e-3
+    assert torch.equal(timestep_embedding(t.double(), 64), e32)  # the dtype argument decides
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet"])
+def test_a_double_model_runs_in_double_and_agrees_with_float32(kind):
+    torch.manual_seed(0)
+    shape = (2,) if kind == "mlp" else (1, 8, 8)
+    extra = {"kind": "mlp"} if kind == "mlp" else SMALL_UNET
+    model = build_model(ModelConfig(data_shape=shape, num_classes=3, **extra)).eval()
+    m64 = copy.deepcopy(model).double()
+    x, t, y = torch.randn(4, *shape), torch.rand(4), torch.tensor([0, 1, 2, -1])
+    with torch.no_grad():
+        v32, v64 = model(x, t, y), m64(x.double(), t.double(), y)
+    assert v64.dtype == torch.float64
+    torch.testing.assert_close(v64.float(), v32, atol=1e-4, rtol=1e-4)
 
 
 def test_check_inputs_names_the_argument():
