@@ -75,10 +75,12 @@ def solver_from_args(a: argparse.Namespace) -> SolverSpec:
     Raises:
         ValueError: naming the flag's field and what is wrong with it.
     """
-    return SolverSpec.from_dict({k: getattr(a, k) for k in SolverSpec.model_fields})
+    given = {k: v for k in SolverSpec.model_fields if (v := getattr(a, k)) is not None}
+    return SolverSpec.from_dict({"method": SolverSpec.model_fields["method"].default, **given})
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line of this module (see its docstring)."""
     p = argparse.ArgumentParser(
         prog="python -m storage.generate_cli",
         description=__doc__,
@@ -99,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         help="write in the solving thread (the default on CPU; on a GPU a writer thread overlaps)",
     )
     p.add_argument("--finalize", action="store_true", help="finalize when every chunk is done")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
     try:
         solver = solver_from_args(a)
         model, meta = load_checkpoint(a.checkpoint)
