@@ -19,7 +19,15 @@ from collections.abc import Mapping
 from numbers import Integral, Real
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rf_core.solvers import ADAPTIVE_METHODS, DEFAULT_TOL, METHODS
 from rf_core.timegrids import GRIDS, RHO_GRIDS, time_grid
@@ -51,11 +59,13 @@ class SolverSpec(BaseModel):
     rho: float = Field(2.0, description=f"strength of the {'/'.join(RHO_GRIDS)} grids")
     compile: bool = Field(False, description="run the model under torch.compile (C++ compiler)")
 
-    @field_validator("method", mode="before")
+    @field_validator("method", "grid", mode="before")
     @classmethod
-    def _method(cls, v: Any) -> Any:
-        if v not in METHODS:
-            raise ValueError(f"method {v!r} is not a solver; allowed: {', '.join(METHODS)}")
+    def _known(cls, v: Any, info: ValidationInfo) -> Any:
+        allowed = {"method": METHODS, "grid": GRIDS}[info.field_name]
+        if v not in allowed:
+            name, choices = info.field_name, ", ".join(allowed)
+            raise ValueError(f"must be one of {choices} ({name} {v!r} is not a solver {name})")
         return v
 
     @field_validator("steps", "batch_size", mode="before")
@@ -71,13 +81,6 @@ class SolverSpec(BaseModel):
         if isinstance(v, bool) or not isinstance(v, Real) or not 0 < v < math.inf:
             raise ValueError("must be a finite float > 0")
         return float(v)
-
-    @field_validator("grid", mode="before")
-    @classmethod
-    def _grid(cls, v: Any) -> Any:
-        if v not in GRIDS:
-            raise ValueError(f"must be one of {', '.join(GRIDS)}")
-        return v
 
     @field_validator("compile", mode="before")
     @classmethod
