@@ -45,12 +45,14 @@ def direct_kind(array: zarr.Array) -> str | None:
         "plain" for raw little-endian bytes + crc32c, "zstd" for the same bytes zstd-compressed
         + crc32c, None for anything else (read by zarr).
     """
-    codecs = array.metadata.codecs
-    first, middle, last = codecs[0], codecs[1:-1], codecs[-1]
-    little = isinstance(first, BytesCodec) and (
-        first.endian is None or first.endian.value == "little"
+    serializer, compressors = array.serializer, array.compressors
+    little = isinstance(serializer, BytesCodec) and (
+        serializer.endian is None or serializer.endian.value == "little"
     )
-    if sys.byteorder != "little" or not little or not isinstance(last, Crc32cCodec):
+    if sys.byteorder != "little" or not little or array.filters or not compressors:
+        return None
+    middle, last = compressors[:-1], compressors[-1]
+    if not isinstance(last, Crc32cCodec):
         return None
     if not middle:
         return "plain"

@@ -170,8 +170,7 @@ def generate_chunks(
         ChunkCorruptError: a chunk's solution has NaN/Inf (earlier chunks stay written).
     """
     t_start = time.perf_counter()
-    if store.mode != "r+":
-        raise PairStoreError(f"pair store {store.uri} is open read-only; open with mode='r+'")
+    store.require_writable()
     if batch_size is not None and batch_size != store.solver.batch_size:
         raise PairStoreError(
             f"batch_size={batch_size} differs from the store's solver batch_size="

@@ -19,12 +19,20 @@ import zarr
 from fsspec.core import split_protocol
 from zarr.storage import FsspecStore, LocalStore
 
-from storage.layout import DATA_ARRAYS, PairStoreError
+from storage.layout import (
+    DATA_ARRAYS,
+    SCHEMA,
+    PairStoreError,
+    StoreExistsError,
+    create_arrays,
+)
+from storage.sessions import close_with
 
 LOCAL_PROTOCOLS = (None, "file", "local")
 # Other processes add objects and markers all the time; a cached directory listing (s3fs keeps one
 # per filesystem instance) would hide them, so remote filesystems are opened without one.
 REMOTE_DEFAULTS: dict[str, Any] = {"use_listings_cache": False}
+MARKER_ARRAYS = ("done", "nfe")  # one object per chunk each, beside the DATA_ARRAYS
 
 
 def set_storage_options(protocol: str, options: Mapping[str, Any]) -> None:
@@ -73,7 +81,68 @@ def zarr_store(uri: str, read_only: bool) -> zarr.abc.store.Store:
     """A local directory store for plain paths and file:// URLs, fsspec for any other scheme."""
     if is_local(uri):
         return LocalStore(split_protocol(uri)[1], read_only=read_only)
-    return FsspecStore.from_url(uri, storage_options=dict(REMOTE_DEFAULTS), read_only=read_only)
+    store = FsspecStore.from_url(uri, storage_options=dict(REMOTE_DEFAULTS), read_only=read_only)
+    close_with(store.fs)
+    return store
+
+
+def open_group(uri: str, mode: str) -> zarr.Group:
+    """The zarr group of the ``rf-pairs/1`` store at ``uri``, opened with mode "r" or "r+".
+
+    Raises:
+        PairStoreError: bad mode, nothing at ``uri``, not a pair store, or no access.
+    """
+    if mode not in ("r", "r+"):
+        raise PairStoreError(f"mode must be 'r' or 'r+', got {mode!r}")
+    # Look before opening: a writable LocalStore would create the directory it opens.
+    if not exists(uri):
+        raise PairStoreError(f"no pair store at {uri}: nothing exists there")
+    try:
+        group = zarr.open_group(zarr_store(uri, read_only=mode == "r"), mode=mode)
+    except PermissionError as e:
+        raise access_error(uri, e) from e
+    except (zarr.errors.GroupNotFoundError, OSError) as e:
+        raise PairStoreError(f"no pair store at {uri}: {type(e).__name__}: {e}") from e
+    schema = group.attrs.get("schema")
+    missing = [a for a in (*DATA_ARRAYS, *MARKER_ARRAYS) if a not in group]
+    if schema != SCHEMA or missing:
+        raise PairStoreError(
+            f"{uri} is not a {SCHEMA} pair store (schema={schema!r}, missing arrays={missing})"
+        )
+    return group
+
+
+def create_group(uri: str, attrs: Mapping[str, Any], compressors: Mapping[str, list]) -> zarr.Group:
+    """Create the group and arrays of a new store at ``uri``, attrs last.
+
+    Raises:
+        StoreExistsError: something is already there (perhaps a concurrent creator).
+        PairStoreError: the location is not writable.
+    """
+    if exists(uri):
+        raise StoreExistsError(
+            f"cannot create pair store at {uri}: something already exists there. Open it with "
+            "PairStore.open / open_or_create to resume, or choose a new URI."
+        )
+    try:
+        claim_location(uri)
+        group = zarr.open_group(zarr_store(uri, read_only=False), mode="w-", zarr_format=3)
+        create_arrays(group, attrs, compressors)
+        # Attrs last, in ONE write of zarr.json: a store without its schema attr is never
+        # mistaken for a usable one. (zarr's ``attrs.update`` writes once per key, so a
+        # concurrent opener could see the schema before the solver.)
+        return group.update_attributes(attrs)
+    except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as e:
+        raise StoreExistsError(
+            f"cannot create pair store at {uri}: it already exists (an empty folder counts: "
+            "remove it or choose a new URI)"
+        ) from e
+    except PermissionError as e:
+        raise access_error(uri, e) from e
+    except OSError as e:
+        raise PairStoreError(
+            f"cannot create pair store at {uri}: location not writable ({e})"
+        ) from e
 
 
 def access_error(uri: str, e: OSError) -> PairStoreError:
@@ -149,4 +218,4 @@ def looks_like_partial_store(uri: str) -> bool:
         names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
     except (OSError, NotADirectoryError):
         return False
-    return fs.isdir(root) and names <= {"zarr.json", *DATA_ARRAYS, "done", "nfe"}
+    return fs.isdir(root) and names <= {"zarr.json", *DATA_ARRAYS, *MARKER_ARRAYS}

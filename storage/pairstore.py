@@ -10,27 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import fsspec
 import numpy as np
 import zarr
 
 from rf_core.solver_spec import SolverSpec
-from storage.chunkio import read_arrays, write_arrays
-from storage.fastread import direct_kind
+from storage.chunkio import ChunkFiles, ChunkGrid
 from storage.layout import (
-    DATA_ARRAYS,
-    SCHEMA,
     ChunkCorruptError,
     PairStoreError,
     StoreExistsError,
     canonical_json,
-    create_arrays,
     digest_attrs,
     format_ranges,
     identity,
@@ -38,15 +32,7 @@ from storage.layout import (
     resolve_codecs,
     solver_spec,
 )
-from storage.location import (
-    access_error,
-    claim_location,
-    exists,
-    filesystem,
-    is_local,
-    looks_like_partial_store,
-    zarr_store,
-)
+from storage.location import create_group, exists, looks_like_partial_store, open_group
 
 __all__ = ["ChunkCorruptError", "PairStore", "PairStoreError", "StoreExistsError", "format_ranges"]
 
@@ -62,38 +48,24 @@ class PairStore:
     def __init__(self, uri: str, group: zarr.Group, mode: str):
         self.uri, self.mode = uri, mode
         self._attrs = dict(group.attrs)
+        self._grid = ChunkGrid(self.n, self.chunk, self.sample_shape)
         self._attach(group)
 
     def _attach(self, group: zarr.Group) -> None:
         self._group, self._pid = group, os.getpid()
-        # Write every data chunk even when it equals the fill value (a runtime setting, not stored):
-        # then "the object exists" means "was written", and missing data is detectable.
-        full = {"write_empty_chunks": True}
-        self._zarrays = {name: group[name].with_config(full) for name in DATA_ARRAYS}
-        self._zarrays |= {name: group[name] for name in ("done", "nfe")}
-        self._filesystem, self._root = filesystem(self.uri)
-        # Arrays whose full chunks are read straight from their files (see storage.fastread).
-        local = is_local(self.uri)
-        # Name -> "plain" | "zstd", decided once per open rather than on every chunk read.
-        kinds = {n: direct_kind(self._zarrays[n]) for n in DATA_ARRAYS} if local else {}
-        self._direct = {n: k for n, k in kinds.items() if k is not None}
+        self._chunk_files = ChunkFiles(self.uri, group, self._grid)
 
-    def _reattach_after_fork(self) -> None:
+    def _reopen_after_fork(self) -> None:
         """Reopen in a forked child (e.g. a DataLoader worker): remote filesystem sessions belong
         to the parent's event loops, which do not exist in the child."""
         if self._pid != os.getpid():
-            store = zarr_store(self.uri, read_only=self.mode == "r")
-            self._attach(zarr.open_group(store, mode=self.mode))
+            self._attach(open_group(self.uri, self.mode))
 
     @property
-    def _arrays(self) -> dict[str, zarr.Array]:
-        self._reattach_after_fork()
-        return self._zarrays
-
-    @property
-    def _fs(self) -> fsspec.AbstractFileSystem:
-        self._reattach_after_fork()
-        return self._filesystem
+    def _files(self) -> ChunkFiles:
+        """This handle's chunk objects (storage.chunkio: every chunk read and write goes there)."""
+        self._reopen_after_fork()
+        return self._chunk_files
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -125,73 +97,22 @@ class PairStore:
             num_classes: labels are drawn uniformly from [0, num_classes); 0 = unconditional (-1).
             codecs: optional {array: [compressor, ...]} for x0/x1/y; crc32c is always appended.
 
-        Returns:
-            A handle opened with mode "r+".
+        Returns a handle opened with mode "r+". Raises PairStoreError on bad arguments, an
+        existing location, or an unwritable location.
 
-        Raises:
-            PairStoreError: on bad arguments, an existing location, or an unwritable location.
-
-        Creating is atomic for local paths (the directory is claimed with mkdir), so several
-        processes may race through :meth:`open_or_create` on one local store; on object stores
-        create it from one coordinator before starting workers.
+        Local paths are claimed atomically (mkdir), so processes may race through
+        :meth:`open_or_create`; on object stores, create from one coordinator before the workers.
         """
         attrs = make_attrs(n, chunk, sample_shape, seed, source, solver, dataset, num_classes)
         compressors = resolve_codecs(codecs)
-        if exists(uri):
-            raise StoreExistsError(
-                f"cannot create pair store at {uri}: something already exists there. Open it with "
-                "PairStore.open / open_or_create to resume, or choose a new URI."
-            )
-        try:
-            claim_location(uri)
-            group = zarr.open_group(zarr_store(uri, read_only=False), mode="w-", zarr_format=3)
-            create_arrays(group, attrs, compressors)
-            # Attrs last, in ONE write of zarr.json: a store without its schema attr is never
-            # mistaken for a usable one. (zarr's ``attrs.update`` writes once per key, so a
-            # concurrent opener could see the schema before the solver.)
-            group = group.update_attributes(attrs)
-        except (
-            FileExistsError,
-            zarr.errors.ContainsGroupError,
-            zarr.errors.ContainsArrayError,
-        ) as e:
-            raise StoreExistsError(
-                f"cannot create pair store at {uri}: it already exists (an empty folder counts: "
-                "remove it or choose a new URI)"
-            ) from e
-        except PermissionError as e:
-            raise access_error(uri, e) from e
-        except OSError as e:
-            raise PairStoreError(
-                f"cannot create pair store at {uri}: location not writable ({e})"
-            ) from e
+        group = create_group(uri, attrs, compressors)
         return cls(uri, group, "r+")
 
     @classmethod
     def open(cls, uri: str, mode: str = "r") -> PairStore:
-        """Open an existing store read-only ("r") or to write chunks ("r+").
-
-        Raises:
-            PairStoreError: bad mode, nothing at ``uri``, or not an ``rf-pairs/1`` store.
-        """
-        if mode not in ("r", "r+"):
-            raise PairStoreError(f"mode must be 'r' or 'r+', got {mode!r}")
-        # Look before opening: a writable LocalStore would create the directory it opens.
-        if not exists(uri):
-            raise PairStoreError(f"no pair store at {uri}: nothing exists there")
-        try:
-            group = zarr.open_group(zarr_store(uri, read_only=mode == "r"), mode=mode)
-        except PermissionError as e:
-            raise access_error(uri, e) from e
-        except (zarr.errors.GroupNotFoundError, OSError) as e:
-            raise PairStoreError(f"no pair store at {uri}: {type(e).__name__}: {e}") from e
-        schema = group.attrs.get("schema")
-        missing = [a for a in (*DATA_ARRAYS, "done", "nfe") if a not in group]
-        if schema != SCHEMA or missing:
-            raise PairStoreError(
-                f"{uri} is not a {SCHEMA} pair store (schema={schema!r}, missing arrays={missing})"
-            )
-        return cls(uri, group, mode)
+        """Open an existing store read-only ("r") or to write chunks ("r+"); PairStoreError for a
+        bad mode, nothing at ``uri``, or not an ``rf-pairs/1`` store."""
+        return cls(uri, open_group(uri, mode), mode)
 
     @classmethod
     def open_or_create(cls, uri: str, **kwargs: Any) -> PairStore:
@@ -209,16 +130,15 @@ class PairStore:
         store = cls._open_when_created(uri)
         want = identity(make_attrs(**{k: v for k, v in kwargs.items() if k != "codecs"}))
         have = identity(store.attrs)
-        diffs = [
+        diffs = "; ".join(
             f"{k}: store has {have[k]!r}, this run asks for {want[k]!r}"
             for k in want
             if have[k] != want[k]
-        ]
+        )
         if diffs:
             raise PairStoreError(
-                f"cannot resume pair store {uri}: it was made differently ("
-                + "; ".join(diffs)
-                + "). Use a new store URI; nothing was changed."
+                f"cannot resume pair store {uri}: it was made differently ({diffs}). "
+                "Use a new store URI; nothing was changed."
             )
         return store
 
@@ -248,10 +168,7 @@ class PairStore:
     # A SolverSpec with batch_size set; keys added since the store was written read as defaults.
     solver = property(lambda self: solver_spec(self._attrs["solver"]))
     source = property(lambda self: dict(self._attrs["source"]))
-
-    @property
-    def n_chunks(self) -> int:
-        return math.ceil(self.n / self.chunk)
+    n_chunks = property(lambda self: self._grid.n_chunks)
 
     @property
     def is_finalized(self) -> bool:
@@ -265,34 +182,28 @@ class PairStore:
 
     def chunk_bounds(self, i: int) -> tuple[int, int]:
         """Sample range [start, stop) of chunk ``i``; the last chunk may be shorter."""
-        if isinstance(i, bool) or not isinstance(i, int | np.integer) or not 0 <= i < self.n_chunks:
-            raise PairStoreError(f"chunk index must be an int in [0, {self.n_chunks}), got {i!r}")
-        return int(i) * self.chunk, min((int(i) + 1) * self.chunk, self.n)
+        return self._grid.bounds(i)
 
     def chunk_key(self, name: str, i: int) -> str:
         """Key of chunk ``i`` of array ``name`` inside the store, e.g. ``x0/c/3/0/0/0``."""
-        arr = self._arrays[name]
-        coords = (i,) + (0,) * (arr.ndim - 1) if name in DATA_ARRAYS else (i,)
-        return f"{name}/{arr.metadata.encode_chunk_key(coords)}"
+        return self._files.key(name, i)
 
     def chunk_exists(self, name: str, i: int) -> bool:
-        return self._fs.exists(f"{self._root.rstrip('/')}/{self.chunk_key(name, i)}")
+        return self._files.exists(name, i)
+
+    def require_writable(self) -> None:
+        """Raise PairStoreError unless this handle may write (opened with mode "r+")."""
+        if self.mode != "r+":
+            raise PairStoreError(f"pair store {self.uri} is open read-only; open with mode='r+'")
 
     # ---- markers ------------------------------------------------------------------------------
     def done_mask(self) -> np.ndarray:
         """(n_chunks,) bool: which chunks are fully written."""
-        try:
-            return np.asarray(self._arrays["done"][:], dtype=bool)
-        except Exception:  # a corrupt marker object: find and name it
-            return np.array([self.is_done(i) for i in range(self.n_chunks)], dtype=bool)
+        return self._files.done_mask()
 
     def is_done(self, i: int) -> bool:
         """Chunk ``i``'s done marker; ChunkCorruptError if the marker object is unreadable."""
-        self.chunk_bounds(i)
-        try:
-            return bool(self._arrays["done"][i])
-        except Exception as e:
-            raise ChunkCorruptError(self.uri, i, f"done marker unreadable ({e})") from e
+        return self._files.is_done(i)
 
     def missing_chunks(self) -> list[int]:
         """Indices of chunks whose done marker is unset."""
@@ -300,15 +211,12 @@ class PairStore:
 
     def nfe(self) -> np.ndarray:
         """(n_chunks,) int: model evaluations spent on each chunk (0 where not generated)."""
-        try:
-            return np.asarray(self._arrays["nfe"][:], dtype=np.int64)
-        except Exception as first:  # a corrupt counter object: find and name it
-            for i in range(self.n_chunks):
-                try:
-                    self._arrays["nfe"][i]
-                except Exception as e:
-                    raise ChunkCorruptError(self.uri, i, f"nfe counter unreadable ({e})") from e
-            raise first
+        return self._files.nfe()
+
+    def clear_marker(self, i: int) -> None:
+        """Unset chunk ``i``'s done marker so generation redoes it."""
+        self.require_writable()
+        self._files.clear_done(i)
 
     # ---- data ---------------------------------------------------------------------------------
     def read_chunk(
@@ -323,48 +231,36 @@ class PairStore:
             i: chunk index.
             require_done: refuse a chunk whose done marker is unset.
             out: optional (x0, x1, y) arrays of exactly the chunk's shapes and dtypes, filled in
-                place. Reusing buffers saves allocating (and page-faulting) fresh memory per read,
-                which on some machines costs more than the read itself.
+                place (reused buffers spare the page faults of fresh memory on every read).
 
         Returns:
             x0 (m, *sample_shape) float32, x1 (m, *sample_shape) float32, y (m,) int64, m <= chunk
             (the ``out`` arrays when given).
 
         Raises:
-            PairStoreError: chunk not generated yet (marker unset) when ``require_done``, or
-                ``out`` of the wrong shape or dtype.
+            PairStoreError: marker unset (with ``require_done``), or ``out`` of the wrong shape.
             ChunkCorruptError: checksum mismatch, undecodable bytes, or data missing.
         """
-        if require_done and not self.is_done(i):
-            raise PairStoreError(f"pair store {self.uri}: chunk {i} has not been generated yet")
-        return read_arrays(self, i, out)
+        return self._files.read(i, out, require_done)
+
+    def view_chunk(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Chunk ``i``'s x0, x1, y to look at, checksums verified, done marker not read (local
+        chunks are memory-mapped where their codecs allow: read-only arrays, no copy)."""
+        return self._files.view(i)
 
     def write_chunk(self, i: int, x0: np.ndarray, x1: np.ndarray, y: np.ndarray, nfe: int) -> None:
         """Write chunk ``i``'s data and NFE, then set its done marker (strictly after the data).
 
-        Raises:
-            PairStoreError: read-only handle or wrong shapes.
-            ChunkCorruptError: NaN or Inf in x1 (nothing is marked).
+        Raises PairStoreError (read-only handle, wrong shapes) or ChunkCorruptError (NaN or Inf in
+        x1: nothing is marked).
         """
-        if self.mode != "r+":
-            raise PairStoreError(f"pair store {self.uri} is open read-only; open with mode='r+'")
-        write_arrays(self, i, x0, x1, y, nfe)
-
-    def clear_marker(self, i: int) -> None:
-        """Unset chunk ``i``'s done marker so generation redoes it."""
-        self.chunk_bounds(i)
-        self._arrays["done"][i] = False
+        self.require_writable()
+        self._files.write(i, x0, x1, y, nfe)
 
     # ---- completion (coordinator only) --------------------------------------------------------
     def chunk_digest(self, i: int) -> str:
         """sha256 of chunk ``i``'s decoded x0, x1, y bytes; raises on corrupt or non-finite data."""
-        x0, x1, y = self.read_chunk(i)
-        if not np.isfinite(x1).all():
-            raise ChunkCorruptError(self.uri, i, "x1 has NaN or Inf")
-        h = hashlib.sha256()
-        for arr in (x0, x1, y):
-            h.update(np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes())
-        return h.hexdigest()
+        return self._files.digest(i)
 
     def compute_digest(self, chunk_digests: Sequence[str] | None = None) -> str:
         """Digest over the identity attrs and every chunk's sha256 (reads the store if not given).
@@ -372,24 +268,19 @@ class PairStore:
         Args:
             chunk_digests: :meth:`chunk_digest` of every chunk, in order, when already computed.
         """
-        chunks = list(chunk_digests) if chunk_digests is not None else None
-        if chunks is None:
-            chunks = [self.chunk_digest(i) for i in range(self.n_chunks)]
+        if chunk_digests is None:
+            chunk_digests = [self.chunk_digest(i) for i in range(self.n_chunks)]
         return hashlib.sha256(
-            canonical_json({"attrs": digest_attrs(self._attrs), "chunks": chunks})
+            canonical_json({"attrs": digest_attrs(self._attrs), "chunks": list(chunk_digests)})
         ).hexdigest()
 
     def finalize(self) -> str:
-        """Check every chunk, then set ``complete=True`` and ``digest``. Coordinator only.
+        """Check every chunk, then set ``complete=True`` and ``digest`` (sha256 hex, returned).
 
-        Returns:
-            The digest (sha256 hex).
-
-        Raises:
-            PairStoreError: chunks missing or a read-only handle; ChunkCorruptError: bad chunk.
+        Coordinator only. Raises PairStoreError (chunks missing, read-only handle) or
+        ChunkCorruptError (a bad chunk).
         """
-        if self.mode != "r+":
-            raise PairStoreError(f"pair store {self.uri} is open read-only; open with mode='r+'")
+        self.require_writable()
         missing = self.missing_chunks()
         if missing:
             raise PairStoreError(
@@ -402,7 +293,8 @@ class PairStore:
 
     def set_completion(self, complete: bool, digest: str | None) -> None:
         """Write the ``complete`` and ``digest`` attrs (coordinator only)."""
-        self._reattach_after_fork()
+        self.require_writable()
+        self._reopen_after_fork()
         self._group = self._group.update_attributes({"complete": complete, "digest": digest})
         self._attrs.update({"complete": complete, "digest": digest})
 

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from storage.chunkio import view_arrays
 from storage.layout import PairStoreError, format_ranges
 from storage.pairstore import PairStore
 
@@ -185,7 +184,7 @@ class PairStream(IterableDataset):
         The done marker is not read again here: the chunk list was taken from a finalized store
         or from the markers themselves (_refresh), and a marker read costs a zarr round trip.
         """
-        return view_arrays(self._store, i)
+        return self._store.view_chunk(i)
 
 
 def _empty(segments: list[Segment], n: int) -> Segment:

@@ -117,8 +117,7 @@ def repair(store: PairStore, model: nn.Module, device: str | torch.device = "cpu
     Returns:
         RepairResult.
     """
-    if store.mode != "r+":
-        raise PairStoreError(f"pair store {store.uri} is open read-only; open with mode='r+'")
+    store.require_writable()
     before = verify(store)
     previous = store.attrs.get("digest")
     stats = None

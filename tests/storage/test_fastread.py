@@ -5,9 +5,10 @@ from __future__ import annotations
 import google_crc32c
 import numpy as np
 import pytest
+import zarr
 from zarr.codecs import GzipCodec, ZstdCodec
 
-from storage.chunkio import read_arrays, view_arrays
+from storage.chunkio import ChunkFiles, ChunkGrid
 from storage.fastread import direct_kind, map_plain_chunk, read_plain_chunk, read_zstd_chunk
 from storage.layout import ChunkCorruptError
 from storage.pairstore import PairStore
@@ -24,7 +25,18 @@ def _filled(tmp_path, **kw) -> PairStore:
 
 def _zarr_chunk(store: PairStore, i: int) -> list[np.ndarray]:
     start, stop = store.chunk_bounds(i)
-    return [store._arrays[name][start:stop] for name in ("x0", "x1", "y")]
+    group = zarr.open_group(store.uri, mode="r")
+    return [group[name][start:stop] for name in ("x0", "x1", "y")]
+
+
+def _files(store: PairStore) -> ChunkFiles:
+    """The store's chunk I/O as PairStore makes it (which arrays it reads straight from files)."""
+    grid = ChunkGrid(store.n, store.chunk, store.sample_shape)
+    return ChunkFiles(store.uri, zarr.open_group(store.uri, mode="r"), grid)
+
+
+def _array(store: PairStore, name: str) -> zarr.Array:
+    return zarr.open_group(store.uri, mode="r")[name]
 
 
 def _pool(store: PairStore, i: int) -> list[np.ndarray]:
@@ -36,15 +48,15 @@ def _pool(store: PairStore, i: int) -> list[np.ndarray]:
 
 def test_direct_reads_equal_zarr_reads(tmp_path):
     store = _filled(tmp_path)
-    kinds = {name: direct_kind(store._arrays[name]) for name in ("x0", "x1", "y")}
+    kinds = {name: direct_kind(_array(store, name)) for name in ("x0", "x1", "y")}
     assert kinds == {"x0": "plain", "x1": "plain", "y": "zstd"}  # the default codecs
-    assert store._direct.keys() == {"x0", "x1", "y"}
+    assert _files(store).direct.keys() == {"x0", "x1", "y"}
     for i in range(store.n_chunks):
         zarr_values = _zarr_chunk(store, i)
         pool = _pool(store, i)
         got = store.read_chunk(i, out=pool)
         fresh = store.read_chunk(i)
-        viewed = view_arrays(store, i)
+        viewed = store.view_chunk(i)
         for k in range(3):
             assert got[k] is pool[k]
             assert np.array_equal(got[k], zarr_values[k])
@@ -69,19 +81,18 @@ def test_mapped_chunks_are_read_only_views_released_with_them(tmp_path):
     # keeps the old pages and can never see a half-written chunk.
     kept = map_plain_chunk(path, (CHUNK, 2), np.float32)
     before = kept.copy()
-    store2 = PairStore.open(store.uri, mode="r+")
-    store2._arrays["x1"][2 * CHUNK : 3 * CHUNK] = -before
+    zarr.open_group(store.uri, mode="r+")["x1"][2 * CHUNK : 3 * CHUNK] = -before
     assert np.array_equal(kept, before)
     assert np.array_equal(map_plain_chunk(path, (CHUNK, 2), np.float32), -before)
 
 
 def test_other_codecs_are_read_by_zarr(tmp_path):
     store = _filled(tmp_path, codecs={"x0": [GzipCodec(level=1)], "x1": [ZstdCodec(level=1)]})
-    assert direct_kind(store._arrays["x0"]) is None and "x0" not in store._direct
-    assert direct_kind(store._arrays["x1"]) == "zstd" and "x1" in store._direct
+    assert direct_kind(_array(store, "x0")) is None and "x0" not in _files(store).direct
+    assert direct_kind(_array(store, "x1")) == "zstd" and "x1" in _files(store).direct
     for i in range(store.n_chunks):
-        got = read_arrays(store, i, _pool(store, i))
-        for a, b, c in zip(got, _zarr_chunk(store, i), view_arrays(store, i), strict=True):
+        got = store.read_chunk(i, out=_pool(store, i))
+        for a, b, c in zip(got, _zarr_chunk(store, i), store.view_chunk(i), strict=True):
             assert np.array_equal(a, b) and np.array_equal(c, b)
 
 
@@ -105,9 +116,9 @@ def test_damaged_objects_raise_instead_of_returning_numbers(tmp_path, damage, me
     path.write_bytes(damage(path.read_bytes()))
     match = f"chunk 2 is corrupt: {name} unreadable .*({message})"
     with pytest.raises(ChunkCorruptError, match=match):
-        read_arrays(store, 2, _pool(store, 2))
+        store.read_chunk(2, out=_pool(store, 2))
     with pytest.raises(ChunkCorruptError, match=match):
-        view_arrays(store, 2)
+        store.view_chunk(2)
     with pytest.raises(ValueError, match=message):
         if name == "y":
             read_zstd_chunk(path, np.empty(CHUNK, np.int64))
@@ -117,7 +128,7 @@ def test_damaged_objects_raise_instead_of_returning_numbers(tmp_path, damage, me
         with pytest.raises(ValueError, match=message):
             map_plain_chunk(path, (CHUNK, 2), np.float32)
         assert mappings_of(path) == 0  # a refused mapping is not kept
-    read_arrays(store, 1, _pool(store, 1))  # its neighbours are fine
+    store.read_chunk(1, out=_pool(store, 1))  # its neighbours are fine
 
 
 def test_undecodable_labels_with_a_valid_checksum_are_refused(tmp_path):
@@ -136,4 +147,4 @@ def test_a_missing_object_is_named(tmp_path, name):
     with pytest.raises(ChunkCorruptError, match=f"chunk 4 is corrupt: {name} data is missing"):
         store.read_chunk(4)
     with pytest.raises(ChunkCorruptError, match=f"chunk 4 is corrupt: {name} data is missing"):
-        view_arrays(store, 4)
+        store.view_chunk(4)

@@ -203,6 +203,15 @@ def test_stream_from_s3_yields_every_pair_once_per_epoch(s3):
     assert sorted(seen.tolist()) == list(range(100))
 
 
+def test_a_round_trip_on_s3_closes_every_client_session(s3):
+    # In a child process: its stderr shows what a user sees, exit included.
+    uri = new_uri("sessions")
+    proc = run_py("-W", "always::ResourceWarning", "-m", "tests.storage.s3_roundtrip", uri)
+    assert proc.returncode == 0 and "round trip ok" in proc.stdout, proc.stdout + proc.stderr
+    assert "Unclosed" not in proc.stderr, proc.stderr  # aiohttp's "Unclosed client session"
+    assert "ERROR" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_missing_bucket_is_named_with_what_to_do(s3):
     uri = "s3://no-such-bucket/p.zarr"
     for attempt in (
