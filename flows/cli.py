@@ -22,6 +22,9 @@ from typing import Any
 # The first flow call starts a temporary Prefect server; on a busy machine it needs longer than
 # Prefect's default 20 s. Set before prefect is imported.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# The temporary server's telemetry fails offline with an ERROR and a traceback on every run; off
+# unless the user sets the variable (true turns it back on).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import typer
 from rich.console import Console
