@@ -7,12 +7,13 @@ feature space. Training is short (a few hundred steps on CPU) and deterministic 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from rf_core.training import save_atomically
 
 
 class DigitClassifier(nn.Module):
@@ -185,12 +186,10 @@ def save_classifier(path: str | Path, clf: DigitClassifier, extra: dict | None =
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists; classifier checkpoints are never overwritten")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     state = {k: v.cpu() for k, v in clf.state_dict().items()}
-    torch.save({"hparams": clf.hparams(), "state_dict": state, "extra": extra or {}}, tmp)
-    os.replace(tmp, path)  # atomic: readers never see a half-written file
-    return path
+    return save_atomically(
+        {"hparams": clf.hparams(), "state_dict": state, "extra": extra or {}}, path
+    )
 
 
 def load_classifier(path: str | Path, map_location: str = "cpu") -> tuple[DigitClassifier, dict]:

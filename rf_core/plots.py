@@ -1,4 +1,5 @@
-"""Pictures: 2-D trajectory panels and image grids. matplotlib is imported lazily (Agg backend)."""
+"""Pictures: 2-D trajectory panels (matplotlib, Agg backend) and image grids (torchvision tiles
+and encodes them). Both are imported lazily: each costs seconds at import."""
 
 from __future__ import annotations
 
@@ -57,11 +58,11 @@ def plot_trajectories(
 
 
 def image_grid(x: Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
-    """Tile images in [-1, 1] into one uint8 picture.
+    """Tile images in [-1, 1] into one uint8 picture (torchvision's ``make_grid``).
 
     Args:
         x: (N, C, H, W) images with C in {1, 3}, values in [-1, 1] (clipped).
-        nrow: images per row.
+        nrow: images per row; a grid of fewer images keeps ``nrow`` columns (the rest black).
         pad: pixels of black border between images.
 
     Returns:
@@ -71,26 +72,26 @@ def image_grid(x: Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
         raise ValueError(f"x must have shape (N, 1|3, H, W), got {tuple(x.shape)}")
     if nrow <= 0 or pad < 0:
         raise ValueError(f"need nrow > 0 and pad >= 0, got nrow={nrow}, pad={pad}")
-    n, c, h, w = x.shape
-    rows = max(1, -(-n // nrow))
-    grid = torch.zeros(c, rows * (h + pad) + pad, nrow * (w + pad) + pad)
-    imgs = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        top, left = pad + r * (h + pad), pad + col * (w + pad)
-        grid[:, top : top + h, left : left + w] = imgs[i]
-    return grid.permute(1, 2, 0).to(torch.uint8).numpy()
+    from torchvision.utils import make_grid
+
+    x = x.detach().float().cpu()
+    blank = x.new_full((max(0, nrow - len(x)), *x.shape[1:]), -1.0)  # -1 maps to black
+    grid = make_grid(
+        torch.cat([x, blank]), nrow=nrow, padding=pad, normalize=True, value_range=(-1, 1)
+    )
+    # [0, 1] -> 0..255 rounded as torchvision.utils.save_image does; make_grid repeats a single
+    # channel three times, so keep the first C.
+    pixels = grid[: x.shape[1]].mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    return pixels.permute(1, 2, 0).numpy()
 
 
 def save_image(array: np.ndarray, path: str | Path) -> Path:
-    """Write an (H, W, C) uint8 array (e.g. from :func:`image_grid`) as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Write an (H, W, C) uint8 array (e.g. from :func:`image_grid`) as PNG (C=1: grayscale)."""
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] not in (1, 3):
+        raise ValueError(f"expected an (H, W, 1|3) uint8 array, got {array.dtype} {array.shape}")
+    from torchvision.io import write_png
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = array[..., 0] if array.shape[-1] == 1 else array
-    plt.imsave(path, img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+    write_png(torch.from_numpy(array).permute(2, 0, 1).contiguous(), str(path))
     return path

@@ -215,6 +215,13 @@ def save_checkpoint(
         "train_config": train_cfg.model_dump(mode="json") if train_cfg is not None else None,
         "extra": extra,
     }
+    return save_atomically(payload, path)
+
+
+def save_atomically(payload: object, path: str | Path) -> Path:
+    """``torch.save`` to a temp file beside ``path``, then rename it over ``path``: readers see
+    the old file or the whole new one, never a half-written one. Parent folders are created."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -275,11 +282,8 @@ def load_checkpoint(
 
 def checkpoint_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a checkpoint file's bytes (identifies the exact weights in lineage)."""
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def clone_model(model: nn.Module) -> nn.Module:

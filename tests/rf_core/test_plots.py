@@ -31,3 +31,16 @@ def test_image_grid_layout_and_scaling(tmp_path):
     assert save_image(grid, tmp_path / "g.png").stat().st_size > 0
     with pytest.raises(ValueError, match=r"\(N, 1\|3, H, W\)"):
         image_grid(torch.zeros(2, 2, 4, 4))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_saved_grid_reads_back_pixel_for_pixel(tmp_path, channels):
+    from torchvision.io import read_image
+
+    g = torch.Generator().manual_seed(0)
+    grid = image_grid(torch.rand(10, channels, 5, 7, generator=g) * 2 - 1, nrow=4)
+    back = read_image(str(save_image(grid, tmp_path / "g.png")))  # (C, H, W) uint8
+    assert back.shape == (channels, *grid.shape[:2])
+    assert np.array_equal(back.permute(1, 2, 0).numpy(), grid)
+    with pytest.raises(ValueError, match="uint8"):
+        save_image(grid.astype(np.float32), tmp_path / "bad.png")
