@@ -1,6 +1,6 @@
 """A small CNN classifier whose penultimate features define the Fréchet distance for digits.
 
-Inception features suit 299×299 photos, not 28×28 digits (DESIGN.md §8), so the pipeline trains
+Inception features suit 299×299 photos, not 28×28 digits, so the pipeline trains
 this network once per dataset on the training split and measures generated images in its
 feature space. Training is short (a few hundred steps on CPU) and deterministic for a seed.
 """

@@ -3,7 +3,8 @@
 The chunk is the unit of work: a writer owns whole chunks, so any number of processes may write one
 store at once. Group attributes are a single JSON document (last writer wins), so only the process
 that creates or finalizes the store (the coordinator) writes them; workers open with ``mode="r+"``
-and write arrays only. The format itself is described in :mod:`storage.layout`.
+and write arrays only. The format is described in docs/pair-store.md and :mod:`storage.layout`;
+every chunk read and write goes through :class:`storage.chunkio.ChunkFiles`.
 """
 
 from __future__ import annotations
@@ -56,14 +57,13 @@ class PairStore:
         self._chunk_files = ChunkFiles(self.uri, group, self._grid)
 
     def _reopen_after_fork(self) -> None:
-        """Reopen in a forked child (e.g. a DataLoader worker): remote filesystem sessions belong
-        to the parent's event loops, which do not exist in the child."""
+        """Reopen in a forked child (DataLoader worker): remote sessions need the parent's loop."""
         if self._pid != os.getpid():
             self._attach(open_group(self.uri, self.mode))
 
     @property
     def _files(self) -> ChunkFiles:
-        """This handle's chunk objects (storage.chunkio: every chunk read and write goes there)."""
+        """This handle's chunk objects (reopened after a fork)."""
         self._reopen_after_fork()
         return self._chunk_files
 
