@@ -23,8 +23,8 @@ import zarr
 
 from storage import zarr_internals
 from storage.fastread import direct_kind, map_plain_chunk, read_plain_chunk, read_zstd_chunk
-from storage.layout import DATA_ARRAYS, ChunkCorruptError, PairStoreError
-from storage.location import MARKER_ARRAYS, filesystem, is_local
+from storage.layout import DATA_ARRAYS, MARKER_ARRAYS, ChunkCorruptError, PairStoreError
+from storage.location import filesystem, is_local
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 T = TypeVar("T")

@@ -28,6 +28,7 @@ from rf_core.solver_spec import SolverSpec
 
 SCHEMA = "rf-pairs/1"
 DATA_ARRAYS = ("x0", "x1", "y")
+MARKER_ARRAYS = ("done", "nfe")  # one object per chunk each: its done marker and NFE counter
 SOURCE_KEYS = ("model_id", "model_uri", "run_id", "checkpoint_sha256", "k")
 # Compressors per data array; a crc32c checksum is always appended. Gaussian noise (x0) does not
 # compress (1.07-1.15x measured), so compressing it only costs time.

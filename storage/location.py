@@ -21,6 +21,7 @@ from zarr.storage import FsspecStore, LocalStore
 
 from storage.layout import (
     DATA_ARRAYS,
+    MARKER_ARRAYS,
     SCHEMA,
     PairStoreError,
     StoreExistsError,
@@ -32,7 +33,6 @@ LOCAL_PROTOCOLS = (None, "file", "local")
 # Other processes add objects and markers all the time; a cached directory listing (s3fs keeps one
 # per filesystem instance) would hide them, so remote filesystems are opened without one.
 REMOTE_DEFAULTS: dict[str, Any] = {"use_listings_cache": False}
-MARKER_ARRAYS = ("done", "nfe")  # one object per chunk each, beside the DATA_ARRAYS
 
 
 def set_storage_options(protocol: str, options: Mapping[str, Any]) -> None:

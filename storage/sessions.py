@@ -22,8 +22,7 @@ import fsspec
 
 from storage import zarr_internals
 
-_tracked: weakref.WeakSet = weakref.WeakSet()
-_closers: list[weakref.finalize] = []
+_closers: dict[int, weakref.finalize] = {}  # id(filesystem) -> what closes its session
 _orphans: list[Any] = []  # sessions of a parent process, kept from being collected in a child
 
 
@@ -37,7 +36,8 @@ def close_with(fs: fsspec.AbstractFileSystem) -> None:
     connect = getattr(fs, "set_session", None)
     if not getattr(fs, "asynchronous", False) or not asyncio.iscoroutinefunction(connect):
         return
-    if fs in _tracked:
+    known = _closers.get(id(fs))
+    if known is not None and known.alive and known.peek()[0] is fs:
         return
     try:
         client, loop = zarr_internals.gather(_connect(fs))[0]
@@ -45,8 +45,9 @@ def close_with(fs: fsspec.AbstractFileSystem) -> None:
         return
     closer = weakref.finalize(fs, _close, client, loop, os.getpid())
     closer.atexit = False  # _close_all does it at exit, while zarr's loop still runs
-    _tracked.add(fs)
-    _closers[:] = [c for c in _closers if c.alive] + [closer]
+    for key in [k for k, c in _closers.items() if not c.alive]:
+        del _closers[key]
+    _closers[id(fs)] = closer
 
 
 async def _connect(fs: fsspec.AbstractFileSystem) -> tuple[Any, asyncio.AbstractEventLoop]:
@@ -73,5 +74,5 @@ def _close(client: Any, loop: asyncio.AbstractEventLoop, pid: int) -> None:
 
 @atexit.register  # registered after zarr's own exit hook (imported above), so it runs first
 def _close_all() -> None:
-    for closer in list(_closers):
+    for closer in list(_closers.values()):
         closer()
