@@ -98,15 +98,12 @@ class PairStore:
             codecs: optional {array: [compressor, ...]} for x0/x1/y; crc32c is always appended.
 
         Returns a handle opened with mode "r+". Raises PairStoreError on bad arguments, an
-        existing location, or an unwritable location.
-
-        Local paths are claimed atomically (mkdir), so processes may race through
-        :meth:`open_or_create`; on object stores, create from one coordinator before the workers.
+        existing location, or an unwritable location. Local paths are claimed atomically (mkdir),
+        so processes may race through :meth:`open_or_create`; on object stores, create from one
+        coordinator before the workers.
         """
         attrs = make_attrs(n, chunk, sample_shape, seed, source, solver, dataset, num_classes)
-        compressors = resolve_codecs(codecs)
-        group = create_group(uri, attrs, compressors)
-        return cls(uri, group, "r+")
+        return cls(uri, create_group(uri, attrs, resolve_codecs(codecs)), "r+")
 
     @classmethod
     def open(cls, uri: str, mode: str = "r") -> PairStore:
