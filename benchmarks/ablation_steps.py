@@ -17,12 +17,12 @@ import torch
 
 from flows.config import PipelineConfig, load_config
 from rf_core.config import TrainConfig
+from rf_core.data import TOYS
 from rf_core.models import build_model
 from rf_core.training import checkpoint_sha256, fit, load_checkpoint, save_checkpoint
 from storage.generate import generate_chunks
 from storage.pairstore import PairStore, PairStoreError
 from storage.stream import PairStream
-from tasks.data import TOYS
 
 # The seed's generate_paired_data solve (see benchmarks.pairgen.seed_recipe), as a store solver.
 SEED_RECIPE_SOLVER = {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5, "batch_size": 256}
@@ -196,7 +196,7 @@ def score(inputs: RunInputs, name: str, ckpt: Path, out_dir: Path) -> dict[str, 
         adaptive=e.adaptive, n_samples=e.n_samples, batch_size=e.batch_size, seed=e.seed,
         device="cpu", classifier=inputs.classifier,
     )  # fmt: skip
-    return res["metrics"][name]
+    return dict(res.metrics[name])
 
 
 def claim(lock: Path) -> bool:

@@ -9,13 +9,16 @@ rectiflow evaluate configs/toy2d.yaml --model m-... --model m-...
 rectiflow lineage MODEL_OR_STORE
 rectiflow compare RUN_OR_MODEL ...              # evaluation metrics side by side
 rectiflow pairs status|verify STORE
+
+Bad input exits 2 with one error line before any work (the checks of flows/inputs.py run before a
+flow starts); a failed stage exits 1 naming it. ``rectiflow --debug ...`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +32,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
-from rich.table import Table
 
+from flows import inputs
+from flows.cli_errors import ENV_DEBUG, exit_codes, set_debug
 from flows.cli_pairs import pairs_app
+from flows.cli_tables import compare_table, summary_table
 from flows.config import PipelineConfig, load_config
+from flows.errors import InputError, bad_input
 from tasks import progress as progress_hooks
 
 app = typer.Typer(
@@ -44,23 +50,35 @@ app.add_typer(pairs_app, name="pairs")
 console = Console(stderr=True)
 
 
-def _config(path: Path, runs_dir: Path | None, fresh: bool) -> PipelineConfig:
-    try:
+@app.callback()
+def main(
+    debug: bool = typer.Option(
+        False, "--debug", envvar=ENV_DEBUG, help="print the traceback of an error"
+    ),
+) -> None:
+    """Rectified Flow pipeline: train, generate pairs, reflow, evaluate (Prefect + MLflow)."""
+    set_debug(debug)
+
+
+def _config(
+    path: Path,
+    runs_dir: Path | None,
+    fresh: bool,
+    check: Callable[[PipelineConfig], Any] | None = None,
+) -> PipelineConfig:
+    """The config (with the command line's overrides), connected to its storage and tracking,
+    and ``check(cfg)`` passed: bad input ends here with exit 2, before a flow starts."""
+    with exit_codes():
         cfg = load_config(path)
         if runs_dir is not None or fresh:
             data = cfg.model_dump(mode="json")
             data["runs_dir"] = str(runs_dir) if runs_dir is not None else data["runs_dir"]
             data["resume"] = data["resume"] and not fresh
             cfg = load_config(data)
-    except ValueError as e:
-        _err(str(e))
-        raise typer.Exit(2) from None
+        inputs.connect(cfg)
+        if check is not None:
+            check(cfg)
     return cfg
-
-
-def _err(msg: str) -> None:
-    console.print("[red]error:[/red] ", end="")
-    console.print(msg, markup=False, highlight=False, soft_wrap=True)  # paths stay greppable
 
 
 class _Bars:
@@ -88,39 +106,10 @@ class _Bars:
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a flow with progress bars; turn errors into a short message and exit code 1."""
-    try:
-        with _Bars():
-            return fn(*args, **kwargs)
-    except ValueError as e:  # bad arguments: found before any work started
-        _err(str(e))
-        raise typer.Exit(2) from None
-    except Exception as e:
-        _err(f"{type(e).__name__}: {e}")
-        raise typer.Exit(1) from None
-
-
-def summary_table(rows: list[dict[str, Any]]) -> Table:
-    """Models as rows, Euler NFE (and dopri5) as columns, the quality metric in the cells."""
-    metric = "fd" if any(r.get("fd") is not None for r in rows) else "swd"
-    settings = list(dict.fromkeys((r["solver"], r["steps"]) for r in rows))
-    label = "Fréchet distance (classifier features)" if metric == "fd" else "sliced Wasserstein"
-    table = Table(title=f"{label}, lower is better")
-    table.add_column("model")
-    for solver, steps in settings:
-        table.add_column(f"NFE {steps}" if steps else f"{solver} (adaptive)", justify="right")
-    table.add_column("straightness", justify="right")
-    for model in dict.fromkeys(r["model"] for r in rows):
-        cells = {(r["solver"], r["steps"]): r for r in rows if r["model"] == model}
-        values = []
-        for key in settings:
-            r = cells.get(key)
-            text = "–" if r is None or r[metric] is None else f"{r[metric]:.4g}"
-            if r is not None and key[1] is None:
-                text += f" ({r['nfe']} NFE)"
-            values.append(text)
-        table.add_row(model, *values, f"{next(iter(cells.values()))['straightness']:.4g}")
-    return table
+    """Run a flow with progress bars; an error ends the command with one line (exit 1, or 2 for
+    bad input the checks before the flow could not see)."""
+    with exit_codes(), _Bars():
+        return fn(*args, **kwargs)
 
 
 def _ui_hints(cfg: PipelineConfig) -> None:
@@ -144,13 +133,13 @@ def run(
     """Run the whole pipeline: 1-RF, (pairs, reflow) x rounds, evaluation."""
     from flows.pipeline import pipeline
 
-    cfg = _config(config, runs_dir, fresh)
+    cfg = _config(config, runs_dir, fresh, inputs.check_dask)
     start = time.perf_counter()
     result = _call(pipeline, cfg)
     out = Console()
-    out.print(summary_table(result["rows"]))
-    for m in result["models"]:
-        out.print(f"  {m['name']}: {m['registered']}  ({m['uri']})")
+    out.print(summary_table(result.rows))
+    for m in result.models:
+        out.print(f"  {m.name}: {m.registered}  ({m.uri})")
     out.print(f"pipeline finished in {time.perf_counter() - start:.0f} s")
     _ui_hints(cfg)
 
@@ -174,8 +163,12 @@ def generate(
     """Generate (or resume) a pair store from a model."""
     from flows.generate import generate_pairs
 
-    res = _call(generate_pairs, _config(config, runs_dir, False), model=model, store=store)
-    Console().print(f"pair set {res['uri']} complete: n={res['n']} digest {res['digest']}")
+    def check(cfg: PipelineConfig) -> None:
+        inputs.check_dask(cfg)
+        inputs.generate_inputs(cfg, model, store)
+
+    res = _call(generate_pairs, _config(config, runs_dir, False, check), model=model, store=store)
+    Console().print(f"pair set {res.uri} complete: n={res.n} digest {res.digest}")
 
 
 @app.command("train-reflow")
@@ -189,7 +182,8 @@ def train_reflow_cmd(
     """Train (k+1)-RF on a pair store generated by k-RF."""
     from flows.train import train_reflow
 
-    ref = _call(train_reflow, _config(config, runs_dir, fresh), store=store, init_model=init_model)
+    cfg = _config(config, runs_dir, fresh, lambda c: inputs.reflow_inputs(c, store, init_model))
+    ref = _call(train_reflow, cfg, store=store, init_model=init_model)
     Console().print(f"{ref.k}-RF: {ref.registered} {ref.uri}")
 
 
@@ -204,7 +198,7 @@ def distill_cmd(
     """Distill k-RF into a 1-step model on a pair store (the config's distill section)."""
     from flows.train import train_distill
 
-    cfg = _config(config, runs_dir, fresh)
+    cfg = _config(config, runs_dir, fresh, lambda c: inputs.distill_inputs(c, store, init_model))
     ref = _call(train_distill, cfg, store=store, init_model=init_model)
     Console().print(f"{ref.name}: {ref.registered} {ref.uri}")
 
@@ -218,9 +212,22 @@ def evaluate_cmd(
     """NFE sweep of one or more models from the same noise."""
     from flows.evaluate import evaluate
 
-    cfg = _config(config, runs_dir, False)
+    cfg = _config(config, runs_dir, False, lambda c: inputs.evaluate_inputs(c, model))
     res = _call(evaluate, cfg, models=model)
-    Console().print(summary_table(res["rows"]))
+    Console().print(summary_table(res.rows))
+
+
+def _track(runs_dir: Path) -> None:
+    """MLflow at ``MLFLOW_TRACKING_URI``, else the runs folder's database (read-only commands)."""
+    from storage import tracking
+
+    if not (runs_dir / "mlflow.db").is_file() and tracking.ENV_URI not in os.environ:
+        raise InputError(
+            f"--runs-dir: {runs_dir} holds no mlflow.db (and MLFLOW_TRACKING_URI is not set); "
+            "pass the runs folder of a pipeline run"
+        )
+    with bad_input("tracking"):
+        tracking.configure(runs_dir)
 
 
 @app.command()
@@ -230,47 +237,13 @@ def lineage(
 ) -> None:
     """Print the chain: models, pair sets built from them, models trained on those, metrics."""
     from flows.lineage import lineage_of, render
-    from storage import tracking
 
-    tracking.configure(runs_dir)
-    try:
-        lin = lineage_of(target)
-    except ValueError as e:
-        _err(str(e))
-        raise typer.Exit(2) from None
+    with exit_codes():
+        _track(runs_dir)
+        lines = render(lineage_of(target))
     out = Console(soft_wrap=True, highlight=False)  # long ids and URIs stay on one line
-    for line in render(lin):
+    for line in lines:
         out.print(line)
-
-
-_FAMILIES = ("fd", "swd", "class_acc", "nfe", "straightness")
-
-
-def _metric_order(key: str) -> tuple[int, int, str]:
-    """Column order: fd/euler_1 < fd/euler_2 < fd/dopri5 < swd < class_acc < nfe < straightness."""
-    family, _, setting = key.partition("/")
-    rank = _FAMILIES.index(family) if family in _FAMILIES else len(_FAMILIES)
-    steps = re.fullmatch(r"[a-z0-9]+_(\d+)", setting)
-    return rank, int(steps.group(1)) if steps else 10**6, key
-
-
-def format_metric(value: float) -> str:
-    """How ``compare`` prints a metric (also what its test parses back)."""
-    return f"{value:.6g}"
-
-
-def compare_table(evals: list[Any]) -> Table:
-    """One row per (model, evaluation run), one column per metric any of them logged."""
-    keys = sorted({k for e in evals for k in e.metrics}, key=_metric_order)
-    table = Table(title="evaluation metrics (fd, swd: lower is better)")
-    for col in ("model", "model id", "evaluation run"):
-        table.add_column(col, no_wrap=True)
-    for k in keys:
-        table.add_column(k, justify="right", no_wrap=True)
-    for e in evals:
-        cells = [format_metric(e.metrics[k]) if k in e.metrics else "–" for k in keys]
-        table.add_row(e.name, e.model_id, e.run_id, *cells)
-    return table
 
 
 @app.command()
@@ -282,12 +255,10 @@ def compare(
     every model it evaluated)."""
     from storage import tracking
 
-    tracking.configure(runs_dir)
-    try:
-        evals = [e for t in targets for e in tracking.evaluations(t)]
-    except ValueError as e:
-        _err(str(e))
-        raise typer.Exit(2) from None
+    with exit_codes():
+        _track(runs_dir)
+        with bad_input("RUN_OR_MODEL"):  # lookups only: every ValueError is about a target
+            evals = [e for t in targets for e in tracking.evaluations(t)]
     Console(width=max(200, Console().width)).print(compare_table(evals))
 
 

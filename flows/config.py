@@ -3,6 +3,8 @@
 Every flow takes a :class:`PipelineConfig` (or the path of its YAML file, which is what deployments
 pass), so a config is validated once, before any work starts, and errors name the offending field.
 Paths are made absolute at load time: Prefect process workers and MLflow run in other directories.
+The sections and their fields are described in docs/configuration.md; where and how work runs is
+the ``execution:`` section (flows/execution.py), kept out of every resume key.
 """
 
 from __future__ import annotations
@@ -12,18 +14,19 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from flows.errors import InputError
+from flows.execution import FORMER_PLACES, ExecutionParams
 from rf_core.config import ModelConfig, TrainConfig
+from rf_core.data import DATASETS as IMAGE_DATASETS
+from rf_core.data import TOYS
 from rf_core.solver_spec import SolverSpec
 
-TOY_DATASETS = ("8gaussians", "moons", "two_points", "checkerboard")
-IMAGE_SHAPES = {
-    "mnist5k": (1, 28, 28),
-    "mnist": (1, 28, 28),
-    "fashion": (1, 28, 28),
-    "cifar10": (3, 32, 32),
-}
-DATASETS = (*TOY_DATASETS, *IMAGE_SHAPES)
+DATASETS = (*TOYS, *IMAGE_DATASETS)
+# Settings that moved: their old dotted name -> where they went (told to a config using the old).
+MOVED = {old: f"to execution.{old.rpartition('.')[2]}" for old in FORMER_PLACES}
+MOVED["pairs.batch_size"] = "into the solver recipe: set pairs.solver.batch_size"
 
 
 class _Frozen(BaseModel):
@@ -52,74 +55,26 @@ class DataParams(_Frozen):
 
     @property
     def is_toy(self) -> bool:
-        return self.dataset in TOY_DATASETS
+        return self.dataset in TOYS
 
 
 class PairsParams(_Frozen):
-    """Pair generation: store size, chunking, solver and shard retries.
+    """Pair generation: store size, chunking, solver (how generation runs: ``execution``).
 
     Attributes:
         n: number of (x0, x1) pairs per reflow round.
         chunk: pairs per chunk (unit of work and resume).
         seed: base seed of the noise and labels (chunk i uses (seed, i)).
         solver: ODE solver recipe, samples per solve included (rf_core.solver_spec.SolverSpec).
-        retries: retries of a failed generation shard task.
-        retry_delay_s: delays before each retry (the last repeats).
-        progress_every: chunks generated between two progress updates.
-        task_runner: "thread" (one shard task per local device, in this process) or "dask".
-        dask_address: scheduler of an existing Dask cluster ("tcp://10.0.0.5:8786"); None
-            starts a LocalCluster for the run (one worker per CUDA device, else ``dask_workers``).
-        dask_workers: LocalCluster worker processes (1 thread each) when there is no CUDA device.
-        dask_shards_per_worker: shards per Dask worker: a lost worker loses only its shards.
-        dask_timeout_s: seconds to reach ``dask_address`` before failing.
         store_root: folder or fsspec URL under which the pipeline puts its pair stores
             (e.g. "s3://bucket/rectiflow"); default ``<runs_dir>/stores``.
-        storage_options: fsspec options per protocol, e.g. ``{"s3": {"endpoint_url": ...}}``;
-            registered for this process and the processes it starts. Credentials are better
-            left to the environment (AWS_ACCESS_KEY_ID, ...) than written into a config.
     """
 
     n: int = Field(gt=0)
     chunk: int = Field(gt=0)
     seed: int = Field(0, ge=0)
     solver: SolverSpec = SolverSpec()
-    retries: int = Field(2, ge=0)
-    retry_delay_s: tuple[float, ...] = (1.0, 5.0)
-    progress_every: int = Field(4, gt=0)
-    task_runner: Literal["thread", "dask"] = "thread"
-    dask_address: str | None = Field(
-        None, pattern=r"^([a-z]+://)?(\[[0-9A-Fa-f:]+\]|[^\s:/\[\]]+):\d+$"
-    )
-    dask_workers: int = Field(2, gt=0)
-    dask_shards_per_worker: int = Field(4, gt=0)
-    dask_timeout_s: float = Field(30.0, gt=0)
     store_root: str | None = None
-    storage_options: dict[str, dict[str, Any]] = {}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _moved(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "batch_size" in data:
-            raise ValueError(
-                "pairs.batch_size moved into the solver recipe: set pairs.solver.batch_size"
-            )
-        return data
-
-    @field_validator("storage_options")
-    @classmethod
-    def _protocols(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        bad = [k for k in v if not k.isalnum()]
-        if bad:
-            raise ValueError(f"keys must be fsspec protocols such as 's3' or 'gcs', got {bad}")
-        return v
-
-    @model_validator(mode="after")
-    def _dask_only(self) -> PairsParams:
-        if self.dask_address and self.task_runner != "dask":
-            raise ValueError(
-                "dask_address is set but task_runner is 'thread'; set task_runner: dask"
-            )
-        return self
 
 
 class ReflowParams(_Frozen):
@@ -204,7 +159,6 @@ class PipelineConfig(_Frozen):
         name: config name; also the MLflow experiment (unless tracking.experiment is set).
         runs_dir: folder holding mlflow.db, mlartifacts/, stores/ and checkpoints/ (made absolute).
         seed: seed of the base model's data draw and parameter init.
-        devices: "auto" (every CUDA device, else the CPU) or a list such as ["cuda:0", "cuda:1"].
         resume: reuse finished stages of an identical earlier run (by config digest) and resume
             pair stores; False retrains everything.
     """
@@ -212,7 +166,6 @@ class PipelineConfig(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     runs_dir: str = "runs"
     seed: int = Field(0, ge=0)
-    devices: Literal["auto"] | tuple[str, ...] = "auto"
     resume: bool = True
     data: DataParams
     model: ModelConfig
@@ -222,7 +175,15 @@ class PipelineConfig(_Frozen):
     distill: DistillParams = DistillParams()
     evaluate: EvalParams = EvalParams()
     tracking: TrackingParams = TrackingParams()
+    execution: ExecutionParams = ExecutionParams()
     testing: TestingParams = TestingParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (moved := moved_settings(data)):
+            raise PydanticCustomError("moved", "; ".join(moved))
+        return data
 
     @field_validator("runs_dir")
     @classmethod
@@ -231,16 +192,9 @@ class PipelineConfig(_Frozen):
             raise ValueError(f"runs_dir must be a local directory, got {v!r}")
         return str(Path(v).expanduser().resolve())
 
-    @field_validator("devices")
-    @classmethod
-    def _devices(cls, v: str | tuple[str, ...]) -> str | tuple[str, ...]:
-        if v != "auto" and (not v or any(not d.startswith(("cpu", "cuda", "mps")) for d in v)):
-            raise ValueError(f"devices must be 'auto' or a list like ['cuda:0', 'cpu'], got {v}")
-        return v
-
     @model_validator(mode="after")
     def _consistent(self) -> PipelineConfig:
-        shape = (2,) if self.data.is_toy else IMAGE_SHAPES[self.data.dataset]
+        shape = (2,) if self.data.is_toy else IMAGE_DATASETS[self.data.dataset][0]
         if tuple(self.model.data_shape) != shape:
             raise ValueError(
                 f"model.data_shape {list(self.model.data_shape)} does not match dataset "
@@ -265,11 +219,22 @@ class PipelineConfig(_Frozen):
         return Path(self.runs_dir)
 
 
+def moved_settings(data: dict[str, Any]) -> list[str]:
+    """One line per setting of a raw config at a place it left ("X moved to Y")."""
+    found = []
+    for old, where in MOVED.items():
+        section, _, name = old.rpartition(".")
+        node = data.get(section) if section else data
+        if isinstance(node, dict) and name in node:
+            found.append(f"{old} moved {where}")
+    return found
+
+
 def load_config(source: PipelineConfig | str | Path | dict) -> PipelineConfig:
     """Return a validated config from a model, a dict, or a YAML file path.
 
     Raises:
-        ValueError: naming the file and each invalid field (dotted path) with the reason.
+        InputError: one line naming the file and each invalid field (dotted path) with the reason.
     """
     if isinstance(source, PipelineConfig):
         return source
@@ -278,19 +243,23 @@ def load_config(source: PipelineConfig | str | Path | dict) -> PipelineConfig:
         path = Path(source).expanduser()
         where = str(path)
         if not path.is_file():
-            raise ValueError(f"config file {path} does not exist (see configs/*.yaml)")
+            raise InputError(f"config file {path} does not exist (see configs/*.yaml)")
         try:
             source = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ValueError(f"config file {path} is not valid YAML: {e}") from e
+            reason = " ".join(str(e).split())
+            raise InputError(f"config file {path} is not valid YAML: {reason}") from e
     if not isinstance(source, dict):
-        raise ValueError(f"{where}: expected a mapping of settings, got {type(source).__name__}")
+        raise InputError(f"{where}: expected a mapping of settings, got {type(source).__name__}")
     try:
         return PipelineConfig.model_validate(source)
     except ValidationError as e:
-        lines = [
-            f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            + (f" (got {err['input']!r})" if not isinstance(err["input"], dict) else "")
-            for err in e.errors()
-        ]
-        raise ValueError(f"{where}: invalid config\n" + "\n".join(lines)) from None
+        reasons = "; ".join(map(_field_error, e.errors()))
+        raise InputError(f"{where}: invalid config: {reasons}") from None
+
+
+def _field_error(err: Any) -> str:
+    """ "pairs.n: Input should be greater than 0 (got -5)" for one pydantic error."""
+    where = ".".join(str(p) for p in err["loc"])
+    got = "" if isinstance(err["input"], dict) else f" (got {err['input']!r})"
+    return f"{where}: {err['msg']}{got}" if where else err["msg"]

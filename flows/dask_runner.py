@@ -1,8 +1,8 @@
-"""Dask for ``generate_pairs`` (``pairs.task_runner: dask``): which cluster, how many shards, where.
+"""Dask for ``generate_pairs`` (``execution.task_runner: dask``): which cluster, how many shards.
 
-Without ``pairs.dask_address`` the run starts a cluster on this host for its own duration: one
+Without ``execution.dask_address`` the run starts a cluster on this host for its own duration: one
 single-threaded worker process per CUDA device, each seeing only its GPU and advertising a ``GPU``
-resource, or ``pairs.dask_workers`` CPU workers. With an address it uses the workers of an
+resource, or ``execution.dask_workers`` CPU workers. With an address it uses the workers of an
 existing cluster (``dask scheduler`` + one ``dask worker --resources GPU=1`` per GPU): shards
 request a GPU when the workers advertise GPUs. The address is checked before the flow touches the
 store, so an unreachable scheduler fails fast and writes nothing.
@@ -23,6 +23,7 @@ from prefect_dask import DaskTaskRunner
 
 from flows.common import devices
 from flows.config import PipelineConfig
+from flows.errors import InputError
 
 log = logging.getLogger(__name__)
 GPU = "GPU"  # the resource name workers advertise: `dask worker ... --resources GPU=1`
@@ -71,22 +72,23 @@ def probe(address: str, timeout_s: float) -> dict[str, dict[str, float]]:
     """Connect to the scheduler at ``address``; returns {worker address: its resources}.
 
     Raises:
-        ValueError: naming ``pairs.dask_address`` when the scheduler does not answer within
+        InputError: naming ``execution.dask_address`` when the scheduler does not answer within
             ``timeout_s`` or has no workers.
     """
     try:
         with Client(address, timeout=timeout_s, set_as_default=False) as client:
             info = client.scheduler_info(n_workers=-1)
     except Exception as e:  # OSError / TimeoutError / comm errors: all mean "not reachable"
-        raise ValueError(
-            f"pairs.dask_address: no Dask scheduler answered at {address} within {timeout_s:g} s "
-            f"({type(e).__name__}: {e}). Start one (`dask scheduler`), fix the address, or remove "
-            "pairs.dask_address to start a local cluster. Nothing was written."
+        raise InputError(
+            f"execution.dask_address: no Dask scheduler answered at {address} within "
+            f"{timeout_s:g} s ({type(e).__name__}: {e}). Start one (`dask scheduler`), fix the "
+            "address, or remove execution.dask_address to start a local cluster. Nothing was "
+            "written."
         ) from None
     workers = {a: dict(w.get("resources") or {}) for a, w in info["workers"].items()}
     if not workers:
-        raise ValueError(
-            f"pairs.dask_address: the Dask scheduler at {address} has no workers. Start them, "
+        raise InputError(
+            f"execution.dask_address: the Dask scheduler at {address} has no workers. Start them, "
             f"e.g. one per GPU: `CUDA_VISIBLE_DEVICES=0 dask worker {address} --nworkers 1 "
             "--nthreads 1 --resources GPU=1`. Nothing was written."
         )
@@ -101,9 +103,10 @@ def plan_dask(cfg: PipelineConfig) -> DaskPlan:
     """The cluster the shards go to (see the module docstring). Connects once if given an address.
 
     Raises:
-        ValueError: naming ``pairs.dask_address`` if its scheduler is unreachable or has no workers.
+        InputError: naming ``execution.dask_address`` if its scheduler is unreachable or has no
+            workers.
     """
-    p = cfg.pairs
+    p = cfg.execution
     if p.dask_address is None:
         gpus = [_cuda_index(d) for d in devices(cfg) if d.startswith("cuda")]
         runner = DaskTaskRunner(
@@ -136,7 +139,7 @@ def api_for_workers(local: bool) -> Iterator[None]:
         return
     if not local:
         log.warning(
-            "workers of pairs.dask_address on other hosts cannot reach this run's temporary "
+            "workers of execution.dask_address on other hosts cannot reach this run's temporary "
             "Prefect API; set PREFECT_API_URL to a Prefect server they can reach"
         )
         yield

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 
-from flows.common import (
-    current_flow_run_id,
-    link_run,
-    resolve_model_arg,
-    setup_tracking,
-    train_device,
-)
+from flows.common import train_device
 from flows.config import PipelineConfig, load_config
-from rf_core.training import load_checkpoint
+from flows.inputs import evaluate_inputs
+from flows.stage import StageRunner, StageSpec
+from rf_core.data import TOYS
+from rf_core.evaluate import rows_to_markdown
 from storage import tracking
-from tasks.data import TOYS
 from tasks.evaluate import classifier_key, evaluate_models, train_or_load_classifier
-from tasks.progress import artifact_key
+from tasks.results import EvalResult
 
 
 def model_names(refs: list[tracking.ModelRef]) -> list[str]:
@@ -34,16 +27,12 @@ def model_names(refs: list[tracking.ModelRef]) -> list[str]:
     return names
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """Rows as a markdown table; columns that are empty in every row are left out."""
-    cols = [c for c in rows[0] if any(r[c] is not None for r in rows)] if rows else []
-
-    def fmt(v: Any) -> str:
-        return "–" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+def evaluate_stage(cfg: PipelineConfig, refs: list[tracking.ModelRef]) -> StageSpec:
+    """An evaluation is decided by its settings, the data and the models (never reused: the key
+    only closes runs a killed process left open)."""
+    inputs = (cfg.evaluate, cfg.data, [r.checkpoint_sha256 for r in refs])
+    tags = {tracking.TAG_MODELS: ",".join(r.uri for r in refs)}
+    return StageSpec("evaluate", inputs, tags, {"evaluate": cfg.evaluate.model_dump(mode="json")})
 
 
 def ensure_classifier(cfg: PipelineConfig, device: str) -> tracking.ClassifierRef:
@@ -71,7 +60,7 @@ def ensure_classifier(cfg: PipelineConfig, device: str) -> tracking.ClassifierRe
 @flow(name="evaluate")
 def evaluate(
     config: PipelineConfig | str, models: list[str], parent_run_id: str | None = None
-) -> dict[str, Any]:
+) -> EvalResult:
     """Sample every model at Euler 1, 2, 4, 8 steps (and dopri5) from the same noise; score.
 
     Args:
@@ -80,53 +69,35 @@ def evaluate(
         parent_run_id: MLflow run of the enclosing pipeline, if any.
 
     Returns:
-        {"rows": [one dict per (model, solver, steps)], "models": {name: model id}, "run_id"}.
+        The sweep's rows, {name: model id (or checkpoint)} and the evaluation's MLflow run.
     """
     cfg = load_config(config)
-    if not models:
-        raise ValueError("models: give at least one model to evaluate")
-    refs = [resolve_model_arg(m, f"models[{i}]") for i, m in enumerate(models)]
-    for i, r in enumerate(refs):
-        try:
-            load_checkpoint(r.checkpoint, expected_config=cfg.model)
-        except ValueError as e:
-            raise ValueError(f"models[{i}]: {e}") from None
-    names = model_names(refs)
-    experiment_id = setup_tracking(cfg)
-    e = cfg.evaluate
-    with tracking.stage_run(
-        experiment_id, "evaluate", parent_run_id=parent_run_id,
-        flow_run_id=current_flow_run_id(), params={"evaluate": e.model_dump(mode="json")},
-        tags={"rectiflow.models": ",".join(r.uri for r in refs)},
-    ) as run_id:  # fmt: skip
-        link_run(experiment_id, run_id, "evaluate")
+    stages = StageRunner(cfg, parent_run_id)
+    refs = evaluate_inputs(cfg, models)
+    names, e, device = model_names(refs), cfg.evaluate, train_device(cfg)
+    with stages.run(evaluate_stage(cfg, refs)) as run:
         for r in refs:
             if r.model_id:
                 tracking.log_model_input(r.model_id)
         classifier = None
         if cfg.data.dataset not in TOYS:
-            clf = ensure_classifier(cfg, train_device(cfg))
+            clf = ensure_classifier(cfg, device)
             tracking.tag_classifier(clf)  # which classifier version these numbers come from
             classifier = clf.checkpoint
-        result = evaluate_models(
+        sweep = evaluate_models(
             {n: r.checkpoint for n, r in zip(names, refs, strict=True)},
             cfg.data.dataset,
-            str(cfg.runs / "eval" / run_id),
+            str(cfg.runs / "eval" / run.run_id),
             root=cfg.data.root, steps=e.steps, adaptive=e.adaptive, n_samples=e.n_samples,
-            batch_size=e.batch_size, seed=e.seed, device=train_device(cfg), classifier=classifier,
+            batch_size=e.batch_size, seed=e.seed, device=device, classifier=classifier,
         )  # fmt: skip
         for name, r in zip(names, refs, strict=True):
             if r.model_id:  # metrics on the model's page in MLflow
-                tracking.log_model_metrics(result["metrics"][name], r.model_id)
+                tracking.log_model_metrics(sweep.metrics[name], r.model_id)
             else:
-                prefixed = {f"{name}/{k}": v for k, v in result["metrics"][name].items()}
-                tracking.log_metrics([(0, prefixed)], run_id)
-        for path in result["figures"]:
+                run.metrics({f"{name}/{k}": v for k, v in sweep.metrics[name].items()})
+        for path in sweep.figures:
             tracking.log_artifact(path, "figures")
-        table = markdown_table(result["rows"])
-        tracking.log_text(table, "nfe_sweep.md")
-        create_markdown_artifact(
-            f"# NFE sweep\n\n{table}", key=artifact_key("nfe-sweep", cfg.experiment)
-        )
+        run.markdown("nfe-sweep", "NFE sweep", rows_to_markdown(sweep.rows))
     model_ids = {n: r.model_id or r.checkpoint for n, r in zip(names, refs, strict=True)}
-    return {"rows": result["rows"], "models": model_ids, "run_id": run_id}
+    return EvalResult(sweep.rows, model_ids, run.run_id)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flows.errors import InputError, bad_input
 from storage import tracking
 from storage.pairstore import PairStore, PairStoreError
+
+FIELD = "MODEL_OR_STORE"
 
 
 @dataclass
@@ -37,20 +40,24 @@ def lineage_of(target: str) -> Lineage:
     """Resolve a model reference (m-<id>, models:/...) or a store URI to its lineage.
 
     Raises:
-        ValueError: when the target is neither a known model nor a pair store with a source model.
+        InputError: when the target is neither a known model nor a pair store with a source model.
     """
     if target.startswith(("m-", "models:/")):
-        model_id = tracking.resolve_model(target, "MODEL_OR_STORE").model_id
+        with bad_input(FIELD):
+            model_id = tracking.resolve_model(target, FIELD).model_id
         return Lineage(ancestors(model_id)[0], model_id)
     try:
         store = PairStore.open(target, mode="r")
     except PairStoreError as e:
-        raise ValueError(
-            f"MODEL_OR_STORE: {target!r} is not a model id/URI nor a store ({e})"
-        ) from None
+        raise InputError(
+            f"{FIELD}: {target!r} is neither a model (m-<id>, models:/<name>/<version>) nor a "
+            "pair store"
+        ) from e
     source = store.source.get("model_id")
     if not source:
-        raise ValueError(f"pair store {target} was generated from a bare checkpoint: no lineage")
+        raise InputError(
+            f"{FIELD}: pair store {target} was generated from a bare checkpoint: no lineage"
+        )
     return Lineage(ancestors(source)[0], store.uri)
 
 

@@ -2,26 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
 
-from flows.common import (
-    apply_storage_options,
-    current_flow_run_id,
-    link_run,
-    setup_tracking,
-    stage_key,
-)
 from flows.config import PipelineConfig, load_config
 from flows.evaluate import evaluate
 from flows.generate import generate_pairs
+from flows.stage import StageRunner, StageSpec, result_sections
 from flows.train import train_base, train_distill, train_reflow
+from rf_core.evaluate import EvalRow
 from storage import tracking
+from tasks.results import PairSetResult
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What one pipeline run made.
+
+    Attributes:
+        experiment_id, run_id: the config's MLflow experiment and this run's parent run.
+        models: 1-RF, 2-RF, ... then the distilled student if any, each registered.
+        stores: the pair set of each reflow round.
+        rows: the evaluation of every model (same noise and labels).
+    """
+
+    experiment_id: str
+    run_id: str
+    models: tuple[tracking.ModelRef, ...]
+    stores: tuple[PairSetResult, ...]
+    rows: tuple[EvalRow, ...]
+
+
+def pipeline_stage(cfg: PipelineConfig) -> StageSpec:
+    """The parent run: its key is the digest of every result-deciding section of the config."""
+    tags = {tracking.TAG_CONFIG: cfg.name}
+    return StageSpec("pipeline", (result_sections(cfg),), tags, _params(cfg))
+
+
+def _params(cfg: PipelineConfig) -> dict:
+    exclude = {"testing": True, "execution": {"storage_options"}}  # no credentials in MLflow
+    return cfg.model_dump(mode="json", exclude=exclude)
 
 
 @flow(name="pipeline")
-def pipeline(config: PipelineConfig | str) -> dict[str, Any]:
+def pipeline(config: PipelineConfig | str) -> PipelineResult:
     """The whole Rectified Flow pipeline for one config, as one MLflow parent run.
 
     With ``distill.enabled`` the last k-RF is also distilled into a 1-step model on the last
@@ -33,58 +58,25 @@ def pipeline(config: PipelineConfig | str) -> dict[str, Any]:
 
     Args:
         config: a PipelineConfig or the path of its YAML file.
-
-    Returns:
-        {"experiment_id", "run_id", "models": [{"k", "name", "distilled", "model_id",
-        "registered", "uri"}], "stores",
-        "rows"}.
     """
     cfg = load_config(config)
-    apply_storage_options(cfg)  # store URLs such as s3:// need them
-    experiment_id = setup_tracking(cfg)
-    logger = get_run_logger()
-    # Where and how work runs (executors, credentials, fault injection) does not change results.
-    how = {"task_runner", "dask_address", "dask_workers", "dask_shards_per_worker"}
-    how |= {"dask_timeout_s", "storage_options"}
-    exclude = {"testing": True, "pairs": how}
-    key = stage_key("pipeline", cfg.model_dump(mode="json", exclude=exclude))
-    tracking.mark_unfinished(experiment_id, "pipeline", key)
-    with tracking.stage_run(
-        experiment_id, "pipeline", flow_run_id=current_flow_run_id(),
-        tags={tracking.TAG_KEY: key, "rectiflow.config": cfg.name},
-        params=cfg.model_dump(mode="json", exclude={"testing"}),
-    ) as run_id:  # fmt: skip
-        link_run(experiment_id, run_id, "pipeline")
-        current = train_base(cfg, parent_run_id=run_id)
+    stages, logger = StageRunner(cfg), get_run_logger()
+    with stages.run(pipeline_stage(cfg)) as run:
+        current = train_base(cfg, parent_run_id=run.run_id)
         models, stores = [current], []
         for r in range(cfg.reflow.rounds):
             logger.info("reflow round %d of %d", r + 1, cfg.reflow.rounds)
-            pairs = generate_pairs(cfg, model=current.uri, parent_run_id=run_id)
+            pairs = generate_pairs(cfg, model=current.uri, parent_run_id=run.run_id)
             stores.append(pairs)
             init = current.uri if cfg.reflow.init_from_previous else None
-            current = train_reflow(cfg, store=pairs["uri"], init_model=init, parent_run_id=run_id)
+            current = train_reflow(cfg, store=pairs.uri, init_model=init, parent_run_id=run.run_id)
             models.append(current)
         if cfg.distill.enabled:  # "+distill": a 1-step student of the last k-RF
-            models.append(
-                train_distill(
-                    cfg, store=stores[-1]["uri"], init_model=current.uri, parent_run_id=run_id
-                )
+            student = train_distill(
+                cfg, store=stores[-1].uri, init_model=current.uri, parent_run_id=run.run_id
             )
-        result = evaluate(cfg, models=[m.uri for m in models], parent_run_id=run_id)
-    return {
-        "experiment_id": experiment_id,
-        "run_id": run_id,
-        "models": [
-            {
-                "k": m.k,
-                "name": m.name,
-                "distilled": m.distilled,
-                "model_id": m.model_id,
-                "registered": m.registered,
-                "uri": m.uri,
-            }
-            for m in models
-        ],
-        "stores": stores,
-        "rows": result["rows"],
-    }
+            models.append(student)
+        result = evaluate(cfg, models=[m.uri for m in models], parent_run_id=run.run_id)
+    return PipelineResult(
+        stages.experiment_id, run.run_id, tuple(models), tuple(stores), result.rows
+    )

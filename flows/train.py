@@ -1,97 +1,86 @@
-"""Training flows: ``train_base`` (1-RF on data) and ``train_reflow`` (k-RF on a pair store)."""
+"""Training flows: ``train_base`` (1-RF on data), ``train_reflow`` (k-RF on a pair store) and
+``distill`` (a 1-step student of k-RF on its pairs).
+
+Each flow checks its inputs, builds its :class:`~flows.stage.StageSpec` (the stage key comes from
+the result-deciding settings only), reuses a finished identical run when resuming, and otherwise
+runs its training task inside the stage run and registers the model.
+"""
 
 from __future__ import annotations
 
-import time
-
 from prefect import flow, get_run_logger
 
-from flows.common import (
-    apply_storage_options,
-    checkpoint_dir,
-    current_flow_run_id,
-    link_run,
-    resolve_model_arg,
-    reuse_stage,
-    setup_tracking,
-    stage_key,
-    train_device,
-)
+from flows.common import checkpoint_dir, train_device
 from flows.config import PipelineConfig, load_config
+from flows.inputs import TrainingInputs, distill_inputs, reflow_inputs
+from flows.stage import StageRun, StageRunner, StageSpec
 from rf_core.config import TrainConfig
 from rf_core.training import load_checkpoint
 from storage import tracking
-from storage.pairstore import PairStore, PairStoreError
-from tasks.train import train_model
+from tasks.results import TrainResult
+from tasks.train import (
+    DataInput,
+    PairsInput,
+    TrainJob,
+    distill_model,
+    train_base_model,
+    train_reflow_model,
+)
 
 
-def _train_stage(
-    cfg: PipelineConfig,
-    experiment_id: str,
-    stage: str,
-    key: str,
-    k: int,
-    train_cfg: TrainConfig,
-    parent_run_id: str | None,
-    store: tuple[str, str] | None = None,
-    init: tracking.ModelRef | None = None,
-    distilled: bool = False,
+def _params(cfg: PipelineConfig, train_cfg: TrainConfig) -> dict:
+    return {"train": train_cfg.model_dump(mode="json"), "model": cfg.model.model_dump(mode="json")}
+
+
+def base_stage(cfg: PipelineConfig) -> StageSpec:
+    """1-RF: decided by the data, the architecture, the training settings and the seed."""
+    inputs = (cfg.data, cfg.model, cfg.base, cfg.seed)
+    return StageSpec("train_base", inputs, {tracking.TAG_K: 1}, _params(cfg, cfg.base))
+
+
+def reflow_stage(cfg: PipelineConfig, given: TrainingInputs) -> StageSpec:
+    """(k+1)-RF: decided by the architecture, the settings, the pairs and the init model."""
+    init_sha = given.init and given.init.checkpoint_sha256
+    inputs = (cfg.model, cfg.reflow.train, given.pairs.digest, init_sha)
+    tags = {tracking.TAG_K: given.pairs.k + 1}
+    return StageSpec("train_reflow", inputs, tags, _params(cfg, cfg.reflow.train))
+
+
+def distill_stage(cfg: PipelineConfig, given: TrainingInputs) -> StageSpec:
+    """The student: decided by the architecture, the settings, the pairs and the teacher."""
+    train_cfg, teacher = cfg.distill.train_config(), given.init
+    inputs = (cfg.model, train_cfg, given.pairs.digest, teacher.checkpoint_sha256)
+    return StageSpec("distill", inputs, {tracking.TAG_K: teacher.k}, _params(cfg, train_cfg))
+
+
+def _job(cfg: PipelineConfig, run: StageRun, train_cfg: TrainConfig, k: int, name: str) -> TrainJob:
+    out = checkpoint_dir(cfg) / f"{cfg.experiment}-{name}-{run.run_id}.pt"
+    return TrainJob(
+        cfg.model, train_cfg, str(out), run.run_id, k, cfg.data.dataset, train_device(cfg)
+    )
+
+
+def _log_training_inputs(given: TrainingInputs) -> None:
+    """The pair set (context "training") and the init model as inputs of the active run."""
+    name = given.pairs.uri.rstrip("/").rsplit("/", 1)[-1]
+    tracking.log_pair_set(given.pairs.uri, name, given.pairs.digest, tracking.CONTEXT_TRAINING)
+    if given.init is not None and given.init.model_id:
+        tracking.log_model_input(given.init.model_id)
+
+
+def _register(
+    cfg: PipelineConfig, run: StageRun, result: TrainResult, k: int, distilled: bool = False
 ) -> tracking.ModelRef:
-    """Run the training task inside a stage run, then log and register the model."""
-    name = f"{k}rf-distill" if distilled else f"{k}rf"
-    tracking.mark_unfinished(experiment_id, stage, key)  # runs left RUNNING by a killed process
-    tags = {tracking.TAG_KEY: key, "rectiflow.k": k}
-    params = {
-        "train": train_cfg.model_dump(mode="json"),
-        "model": cfg.model.model_dump(mode="json"),
-    }
-    with tracking.stage_run(
-        experiment_id,
-        stage,
-        parent_run_id=parent_run_id,
-        flow_run_id=current_flow_run_id(),
-        tags=tags,
-        params=params,
-    ) as run_id:
-        link_run(experiment_id, run_id, stage)
-        if store is not None:
-            tracking.log_pair_set(store[0], _store_name(store[0]), store[1], "training")
-        if init is not None and init.model_id:
-            tracking.log_model_input(init.model_id)
-        out = checkpoint_dir(cfg) / f"{cfg.experiment}-{name}-{run_id}.pt"
-        result = train_model(
-            cfg.model,
-            train_cfg,
-            str(out),
-            run_id,
-            k,
-            dataset=cfg.data.dataset,
-            n_toy=cfg.data.n_train,
-            root=cfg.data.root,
-            data_seed=cfg.seed,
-            store=store[0] if store else None,
-            init_checkpoint=init.checkpoint if init else None,
-            device=train_device(cfg),
-            distilled=distilled,
-        )
-        model, _ = load_checkpoint(result["checkpoint"])
-        ref = tracking.log_trained_model(
-            model,
-            result["checkpoint"],
-            result["sha256"],
-            f"{cfg.experiment}-{name}",
-            k,
-            cfg.tracking.model_format,
-            distilled=distilled,
-        )
-        summary = {"final_loss": result["final_loss"], "train_seconds": result["seconds"]}
-        tracking.log_metrics([(result["steps"], summary)], run_id)
+    """Log the checkpoint as a LoggedModel registered as ``<experiment>-<k>rf[-distill]``."""
+    name = f"{k}rf" + ("-distill" if distilled else "")
+    model, _ = load_checkpoint(result.checkpoint)
+    ref = tracking.log_trained_model(
+        model, result.checkpoint, result.sha256, f"{cfg.experiment}-{name}", k,
+        cfg.tracking.model_format, distilled=distilled,
+    )  # fmt: skip
+    run.metrics({"final_loss": result.final_loss, "train_seconds": result.seconds}, result.steps)
     get_run_logger().info("%s trained: %s (%s)", name, ref.model_id, ref.registered)
     return ref
-
-
-def _store_name(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
 @flow(name="train_base")
@@ -109,26 +98,12 @@ def train_base(config: PipelineConfig | str, parent_run_id: str | None = None) -
         The registered model (``<experiment>-1rf``).
     """
     cfg = load_config(config)
-    experiment_id = setup_tracking(cfg)
-    key = stage_key("train_base", cfg.data, cfg.model, cfg.base, cfg.seed)
-    if cfg.resume and (ref := reuse_stage(experiment_id, "train_base", key)):
-        get_run_logger().info("reusing 1-RF %s: same data, model and settings", ref.model_id)
+    stages, spec = StageRunner(cfg, parent_run_id), base_stage(cfg)
+    if ref := stages.reuse(spec):
         return ref
-    return _train_stage(cfg, experiment_id, "train_base", key, 1, cfg.base, parent_run_id)
-
-
-def open_training_store(uri: str) -> PairStore:
-    """Open a finished pair store for training, or fail naming the ``store`` argument."""
-    try:
-        store = PairStore.open(uri, mode="r")
-    except PairStoreError as e:
-        raise ValueError(f"store: {e}") from None
-    if not store.is_finalized:
-        raise ValueError(
-            f"store: pair store {uri} is not complete ({len(store.missing_chunks())} chunks "
-            "missing, or not finalized); finish it with `rectiflow generate` first"
-        )
-    return store
+    with stages.run(spec) as run:
+        data = DataInput(cfg.data.n_train, cfg.data.root, cfg.seed)
+        return _register(cfg, run, train_base_model(_job(cfg, run, cfg.base, 1, "1rf"), data), 1)
 
 
 @flow(name="train_reflow")
@@ -148,32 +123,16 @@ def train_reflow(
         parent_run_id: MLflow run of the enclosing pipeline, if any.
     """
     cfg = load_config(config)
-    apply_storage_options(cfg)  # store URLs such as s3:// need them
-    experiment_id = setup_tracking(cfg)
-    pairs = open_training_store(store)
-    source, digest = pairs.source, pairs.attrs["digest"]
-    if init_model is None and cfg.reflow.init_from_previous:
-        init_model = source["model_id"] or source["model_uri"]
-    init = resolve_model_arg(init_model, "init_model") if init_model else None
-    if init is not None:
-        try:  # fail before any work on an init model of another architecture
-            load_checkpoint(init.checkpoint, expected_config=cfg.model)
-        except ValueError as e:
-            raise ValueError(f"init_model: {e}") from None
-    k = int(source.get("k") or 1) + 1
-    key = stage_key(
-        "train_reflow", cfg.model, cfg.reflow.train, digest, init and init.checkpoint_sha256
-    )
-    if cfg.resume and (ref := reuse_stage(experiment_id, "train_reflow", key)):
-        get_run_logger().info("reusing %d-RF %s trained on %s", k, ref.model_id, store)
+    stages = StageRunner(cfg, parent_run_id)
+    given = reflow_inputs(cfg, store, init_model)
+    spec, k = reflow_stage(cfg, given), given.pairs.k + 1
+    if ref := stages.reuse(spec):
         return ref
-    start = time.perf_counter()
-    ref = _train_stage(
-        cfg, experiment_id, "train_reflow", key, k, cfg.reflow.train, parent_run_id,
-        store=(pairs.uri, digest), init=init,
-    )  # fmt: skip
-    get_run_logger().info("reflow took %.1f s", time.perf_counter() - start)
-    return ref
+    with stages.run(spec) as run:
+        _log_training_inputs(given)
+        pairs = PairsInput(given.pairs.uri, given.init.checkpoint if given.init else None)
+        result = train_reflow_model(_job(cfg, run, cfg.reflow.train, k, f"{k}rf"), pairs)
+        return _register(cfg, run, result, k)
 
 
 @flow(name="distill")
@@ -196,22 +155,13 @@ def train_distill(
         The registered student, ``<experiment>-<k>rf-distill``.
     """
     cfg = load_config(config)
-    apply_storage_options(cfg)  # store URLs such as s3:// need them
-    experiment_id = setup_tracking(cfg)
-    pairs = open_training_store(store)
-    init = resolve_model_arg(init_model, "init_model")
-    try:
-        load_checkpoint(init.checkpoint, expected_config=cfg.model)
-    except ValueError as e:
-        raise ValueError(f"init_model: {e}") from None
-    if init.distilled:
-        raise ValueError(f"init_model: {init_model!r} is already distilled; give the k-RF model")
-    digest, train_cfg = pairs.attrs["digest"], cfg.distill.train_config()
-    key = stage_key("distill", cfg.model, train_cfg, digest, init.checkpoint_sha256)
-    if cfg.resume and (ref := reuse_stage(experiment_id, "distill", key)):
-        get_run_logger().info("reusing %s %s distilled on %s", ref.name, ref.model_id, store)
+    stages = StageRunner(cfg, parent_run_id)
+    given = distill_inputs(cfg, store, init_model)
+    spec, k = distill_stage(cfg, given), given.init.k
+    if ref := stages.reuse(spec):
         return ref
-    return _train_stage(
-        cfg, experiment_id, "distill", key, init.k, train_cfg, parent_run_id,
-        store=(pairs.uri, digest), init=init, distilled=True,
-    )  # fmt: skip
+    with stages.run(spec) as run:
+        _log_training_inputs(given)
+        job = _job(cfg, run, cfg.distill.train_config(), k, f"{k}rf-distill")
+        result = distill_model(job, PairsInput(given.pairs.uri, given.init.checkpoint))
+        return _register(cfg, run, result, k, distilled=True)

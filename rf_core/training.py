@@ -260,7 +260,11 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError/EOFError/UnpicklingError for bad files
-        raise ValueError(f"checkpoint {path} is unreadable (truncated or corrupt?): {e}") from e
+        # torch's own text is pages of advice about weights_only: the cause stays chained.
+        raise ValueError(
+            f"checkpoint {path} is unreadable: not a checkpoint file, or truncated or corrupt "
+            f"({type(e).__name__})"
+        ) from e
     if not isinstance(payload, dict) or payload.get("format") != CKPT_FORMAT:
         raise ValueError(f"checkpoint {path} is not a {CKPT_FORMAT} file")
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-TOYS = ("8gaussians", "moons", "two_points", "checkerboard")
+from rf_core.data import TOYS
 
 
 def load_data(

@@ -7,15 +7,17 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from rf_core.data import TOYS
+from rf_core.evaluate import EvalRow
 from rf_core.solver_spec import SolverSpec
 from rf_core.training import load_checkpoint
-from tasks.data import TOYS, load_data
+from tasks.data import load_data
+from tasks.results import SweepResult
 
 CLASSIFIER_STEPS = 300
 CLASSIFIER_SEED = 0  # one classifier per dataset, whatever the evaluation seed
@@ -92,12 +94,12 @@ def build_scorer(
     return make_scorer("image", evaluator=FrechetEvaluator(clf, real))
 
 
-def metric_name(row: Any, field: str) -> str:
+def metric_name(row: EvalRow, field: str) -> str:
     """MLflow metric key of one field of an evaluation row, e.g. "fd/euler_4", "nfe/dopri5"."""
     return f"{field}/{SolverSpec(method=row.solver, steps=row.steps).label()}"
 
 
-def row_metrics(rows: list[Any]) -> dict[str, float]:
+def row_metrics(rows: list[EvalRow]) -> dict[str, float]:
     """Flat MLflow metrics of one model's rows, e.g. {"fd/euler_1": .., "nfe/dopri5": ..}."""
     out: dict[str, float] = {}
     for r in rows:
@@ -125,7 +127,7 @@ def evaluate_models(
     seed: int = 1234,
     device: str = "cpu",
     classifier: str | None = None,
-) -> dict[str, Any]:
+) -> SweepResult:
     """Sweep NFE for every model from the same noise and labels; write plots into ``out_dir``.
 
     Args:
@@ -134,7 +136,7 @@ def evaluate_models(
         classifier: image datasets: checkpoint of the Fréchet classifier (default: local cache).
 
     Returns:
-        {"rows": [EvalRow as dict], "metrics": {name: {metric: value}}, "figures": [paths]}.
+        The rows, each model's flat MLflow metrics, and the figure files.
     """
     from rf_core.evaluate import nfe_sweep, sweep_inputs
     from tasks.plots import plot_quality, plot_samples, plot_toy_trajectories
@@ -158,8 +160,4 @@ def evaluate_models(
             plot_toy_trajectories(models, x0.to(device), target, out / "trajectories.png")
         )
     per_model = {n: row_metrics([r for r in rows if r.model == n]) for n in models}
-    return {
-        "rows": [dataclasses.asdict(r) for r in rows],
-        "metrics": per_model,
-        "figures": [str(f) for f in figures],
-    }
+    return SweepResult(tuple(rows), per_model, tuple(str(f) for f in figures))

@@ -6,7 +6,6 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -16,6 +15,7 @@ from torch import nn
 from rf_core.training import checkpoint_sha256, load_checkpoint
 from storage.generate import generate_chunks, prepare_model
 from storage.pairstore import PairStore
+from tasks.results import ShardResult
 
 
 class InjectedFailure(RuntimeError):
@@ -67,7 +67,7 @@ def generate_shard(
     group: int = 4,
     fail_attempts: int = 0,
     delay_s: float = 0.0,
-) -> dict[str, Any]:
+) -> ShardResult:
     """Generate the not-yet-done chunks of one shard; safe to retry (done chunks are skipped).
 
     Args:
@@ -82,7 +82,7 @@ def generate_shard(
         delay_s: testing only: sleep after each group.
 
     Returns:
-        {"shard", "device", "host", "pid", "generated", "skipped", "nfe", "seconds", "attempt"}.
+        What this attempt did (chunks generated and skipped, NFE, time, where it ran).
     """
     attempt = task_run.run_count or 1
     store = PairStore.open(store_uri, mode="r+")
@@ -101,7 +101,7 @@ def generate_shard(
             )
         time.sleep(delay_s)
     where = {"host": socket.gethostname(), "pid": os.getpid()}
-    return {"shard": shard_id, "device": device, **where, "attempt": attempt, **stats}
+    return ShardResult(shard_id, device, **where, attempt=attempt, **stats)
 
 
 @task(cache_policy=NO_CACHE)

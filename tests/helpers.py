@@ -23,7 +23,6 @@ def tiny_config_dict(runs: Path, **overrides) -> dict:
     cfg = {
         "name": "tiny",
         "runs_dir": str(runs),
-        "devices": ["cpu"],
         "data": {"dataset": "8gaussians", "n_train": 2000},
         "model": {"kind": "mlp", "data_shape": [2], "hidden": 32, "depth": 2},
         "base": {"steps": 150, "batch_size": 128, "log_every": 25},
@@ -31,12 +30,11 @@ def tiny_config_dict(runs: Path, **overrides) -> dict:
             "n": 1024,
             "chunk": 128,
             "solver": {"method": "dopri5", "rtol": 1e-4, "atol": 1e-4},
-            "retry_delay_s": [0.1],
-            "progress_every": 2,
         },
         "reflow": {"rounds": 1, "train": {"steps": 100, "batch_size": 128, "log_every": 25}},
         "evaluate": {"n_samples": 256, "steps": [1, 2], "adaptive": False},
         "tracking": {"model_format": "pickle"},
+        "execution": {"devices": ["cpu"], "retry_delay_s": [0.1], "progress_every": 2},
     }
     for dotted, value in overrides.items():
         node = cfg

@@ -1,10 +1,11 @@
 """MLflow tracking and lineage: the only package that imports mlflow.
 
-Lineage follows DESIGN.md §5. One experiment per pipeline config, a parent run per pipeline run and
-a nested run per stage (tagged with the Prefect flow-run id). Every trained model is a LoggedModel
-registered as ``<experiment>-<k>rf`` with a plain checkpoint stored beside it. Pair sets are
-metadata-only datasets carrying the store digest. Callers use this facade
-(``from storage import tracking; tracking.stage_run(...)``); the modules split it by concept:
+The lineage model is described in docs/lineage.md. One experiment per pipeline config, a parent
+run per pipeline run and a nested run per stage (tagged with the Prefect flow-run id). Every
+trained model is a LoggedModel registered as ``<experiment>-<k>rf`` with a plain checkpoint
+stored beside it. Pair sets are metadata-only datasets carrying the store digest. Callers use
+this facade (``from storage import tracking; tracking.stage_run(...)``); the modules split it by
+concept:
 
 - :mod:`.connect`: tracking URI (runs-folder SQLite or a server), experiments, artifact downloads;
 - :mod:`.runs`: stage runs, metrics, reuse by stage key;
@@ -76,11 +77,13 @@ from storage.tracking.tags import (
     TAG_CLF_KEY,
     TAG_CLF_MODEL,
     TAG_CLF_VERSION,
+    TAG_CONFIG,
     TAG_DIGEST,
     TAG_DISTILLED,
     TAG_FLOW_RUN,
     TAG_K,
     TAG_KEY,
+    TAG_MODELS,
     TAG_SHA,
     TAG_SOURCE,
     TAG_STAGE,
@@ -99,11 +102,13 @@ __all__ = [
     "TAG_CLF_KEY",
     "TAG_CLF_MODEL",
     "TAG_CLF_VERSION",
+    "TAG_CONFIG",
     "TAG_DIGEST",
     "TAG_DISTILLED",
     "TAG_FLOW_RUN",
     "TAG_K",
     "TAG_KEY",
+    "TAG_MODELS",
     "TAG_SHA",
     "TAG_SOURCE",
     "TAG_STAGE",

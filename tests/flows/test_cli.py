@@ -98,7 +98,7 @@ def _wait_for_partial_store(runs: Path, proc: subprocess.Popen, timeout: float) 
 def test_killed_pipeline_resumes_generation(prefect_api, tmp_path, runs_dir):
     overrides = {
         "pairs.n": 2048,  # 16 chunks
-        "pairs.progress_every": 1,
+        "execution.progress_every": 1,
         "testing.chunk_delay_s": 0.3,  # a window to kill in, after every chunk
     }
     path = tmp_path / "tiny.yaml"
@@ -149,4 +149,4 @@ def test_killed_pipeline_resumes_generation(prefect_api, tmp_path, runs_dir):
 
     cfg = load_config(tiny_config_dict(runs_dir, **{"pairs.n": 2048}))
     ref = generate_pairs(cfg, model=resumed.source["model_id"], store=str(tmp_path / "ref.zarr"))
-    assert ref["digest"] == resumed.attrs["digest"]
+    assert ref.digest == resumed.attrs["digest"]

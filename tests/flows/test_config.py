@@ -35,7 +35,7 @@ def test_relative_runs_dir_is_made_absolute_against_cwd(tmp_path, monkeypatch):
     ("override", "message"),
     [
         ({"model.num_classes": 10}, "model.num_classes must be 0 for 2-D toy"),
-        ({"devices": ["tpu:0"]}, "devices must be 'auto'"),
+        ({"execution.devices": ["tpu:0"]}, "devices must be 'auto'"),
         ({"name": "bad name!"}, "name"),
         ({"runs_dir": "s3://bucket/runs"}, "runs_dir must be a local directory"),
         ({"pairs.solver": {"method": "rk45"}}, "method 'rk45' is not a solver"),

@@ -1,5 +1,5 @@
-"""generate_pairs on Dask (pairs.task_runner: dask): real LocalClusters of worker processes, real
-Zarr stores, the real Prefect engine. The thread runner's store is the reference."""
+"""generate_pairs on Dask (execution.task_runner: dask): real LocalClusters of worker processes,
+real Zarr stores, the real Prefect engine. The thread runner's store is the reference."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import pytest
 import zarr
 from distributed import Client, LocalCluster
 
-from flows.common import resolve_model_arg
 from flows.config import load_config
 from flows.dask_runner import local_cluster, plan_dask
 from flows.generate import generate_pairs, open_store
+from flows.inputs import generate_inputs
 from storage.generate import generate_chunks
 from storage.pairstore import PairStore
 from tasks.generate import load_source_model
@@ -32,7 +32,7 @@ ARRAYS = ("x0", "x1", "y", "done", "nfe")
 
 
 def _cfg(runs: Path, **overrides):
-    return load_config(tiny_config_dict(runs, **{"pairs.task_runner": "dask", **overrides}))
+    return load_config(tiny_config_dict(runs, **{"execution.task_runner": "dask", **overrides}))
 
 
 def _children() -> set[int]:
@@ -122,25 +122,25 @@ def _wait_gone(before: set[int], timeout: float = 60.0) -> None:
 
 
 def test_dask_config_errors_name_the_field(tmp_path):
-    with pytest.raises(ValueError, match=r"pairs\.dask_address: String should match"):
-        _cfg(tmp_path, **{"pairs.dask_address": "10.0.0.5"})
-    with pytest.raises(ValueError, match=r"pairs: .*dask_address is set but task_runner"):
-        load_config(tiny_config_dict(tmp_path, **{"pairs.dask_address": "tcp://h:8786"}))
-    with pytest.raises(ValueError, match=r"pairs\.task_runner: Input should be 'thread' or"):
-        _cfg(tmp_path, **{"pairs.task_runner": "ray"})
-    cfg = _cfg(tmp_path, **{"pairs.dask_address": "tcp://[::1]:8786"})
-    assert (cfg.pairs.dask_workers, cfg.pairs.dask_shards_per_worker) == (2, 4)
+    with pytest.raises(ValueError, match=r"execution\.dask_address: String should match"):
+        _cfg(tmp_path, **{"execution.dask_address": "10.0.0.5"})
+    with pytest.raises(ValueError, match=r"execution: .*dask_address is set but task_runner"):
+        load_config(tiny_config_dict(tmp_path, **{"execution.dask_address": "tcp://h:8786"}))
+    with pytest.raises(ValueError, match=r"execution\.task_runner: Input should be 'thread' or"):
+        _cfg(tmp_path, **{"execution.task_runner": "ray"})
+    cfg = _cfg(tmp_path, **{"execution.dask_address": "tcp://[::1]:8786"})
+    assert (cfg.execution.dask_workers, cfg.execution.dask_shards_per_worker) == (2, 4)
 
 
 def test_local_gpu_plan_pins_one_gpu_per_worker(tmp_path):
     """The GPU wiring without a GPU: one worker per CUDA device, each seeing only its own and
     advertising GPU=1; GPU-annotated work runs there, and an existing cluster of such workers
     is recognised as a GPU cluster through its address."""
-    gpu_cfg = _cfg(tmp_path, devices=["cuda:0", "cuda:1"])
+    gpu_cfg = _cfg(tmp_path, **{"execution.devices": ["cuda:0", "cuda:1"]})
     plan = plan_dask(gpu_cfg)
     assert (plan.n_workers, plan.device, plan.resources) == (2, "cuda", {"GPU": 1})
     assert plan.runner.cluster_kwargs == {"n_workers": 2, "gpus": ["0", "1"]}
-    cpu = plan_dask(_cfg(tmp_path, **{"pairs.dask_workers": 3}))
+    cpu = plan_dask(_cfg(tmp_path, **{"execution.dask_workers": 3}))
     assert (cpu.n_workers, cpu.device, cpu.resources) == (3, "cpu", {})
     before = _children()
     with local_cluster(2, ["0", "1"]) as c, Client(c, set_as_default=False) as client:
@@ -149,7 +149,7 @@ def test_local_gpu_plan_pins_one_gpu_per_worker(tmp_path):
         with dask.annotate(resources={"GPU": 1}):
             futs = [client.submit(os.getenv, "CUDA_VISIBLE_DEVICES", pure=False) for _ in "abcd"]
         assert set(client.gather(futs)) <= {"0", "1"}
-        remote = plan_dask(_cfg(tmp_path, **{"pairs.dask_address": c.scheduler_address}))
+        remote = plan_dask(_cfg(tmp_path, **{"execution.dask_address": c.scheduler_address}))
         assert (remote.n_workers, remote.device, remote.resources) == (2, "cuda", {"GPU": 1})
         assert remote.local
     _wait_gone(before)
@@ -158,15 +158,18 @@ def test_local_gpu_plan_pins_one_gpu_per_worker(tmp_path):
 def test_unreachable_address_fails_fast_and_writes_nothing(prefect_api, runs_dir, checkpoint):
     # A store with 2 of 8 chunks done, as a crashed run leaves it.
     uri = str(runs_dir / "partial.zarr")
-    cfg = _cfg(runs_dir, **{"pairs.dask_address": f"tcp://127.0.0.1:{free_port()}",
-                            "pairs.dask_timeout_s": 2})  # fmt: skip
-    store = open_store(cfg, uri, resolve_model_arg(str(checkpoint)))
+    cfg = _cfg(runs_dir, **{"execution.dask_address": f"tcp://127.0.0.1:{free_port()}",
+                            "execution.dask_timeout_s": 2})  # fmt: skip
+    store = open_store(cfg, generate_inputs(cfg, str(checkpoint), uri))
     generate_chunks(
         load_source_model(store, str(checkpoint), "cpu"), PairStore.open(uri, "r+"), [0, 5]
     )
     before = {p: p.stat().st_mtime_ns for p in Path(uri).rglob("*")}
-    with pytest.raises(ValueError, match=r"(?s)^pairs\.dask_address: no Dask scheduler answered at "
-                       r"tcp://127\.0\.0\.1:\d+ within 2 s .*Nothing was written"):  # fmt: skip
+    unreachable = (
+        r"(?s)^execution\.dask_address: no Dask scheduler answered at tcp://127\.0\.0\.1:\d+ "
+        r"within 2 s .*Nothing was written"
+    )
+    with pytest.raises(ValueError, match=unreachable):
         generate_pairs(cfg, model=str(checkpoint), store=uri)
     assert {p: p.stat().st_mtime_ns for p in Path(uri).rglob("*")} == before
     assert PairStore.open(uri).missing_chunks() == [1, 2, 3, 4, 6, 7]
@@ -176,14 +179,14 @@ def test_unreachable_address_fails_fast_and_writes_nothing(prefect_api, runs_dir
 
 def test_scheduler_without_workers_is_refused(tmp_path):
     with LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=":0") as c:
-        cfg = _cfg(tmp_path, **{"pairs.dask_address": c.scheduler_address})
-        with pytest.raises(ValueError, match=r"^pairs\.dask_address: .* has no workers"):
+        cfg = _cfg(tmp_path, **{"execution.dask_address": c.scheduler_address})
+        with pytest.raises(ValueError, match=r"^execution\.dask_address: .* has no workers"):
             plan_dask(cfg)
 
 
 def test_wrong_checkpoint_on_a_worker_is_refused(tmp_path, checkpoint):
     cfg = _cfg(tmp_path)
-    store = open_store(cfg, str(tmp_path / "s.zarr"), resolve_model_arg(str(checkpoint)))
+    store = open_store(cfg, generate_inputs(cfg, str(checkpoint), str(tmp_path / "s.zarr")))
     other = tmp_path / "other.pt"
     other.write_bytes(checkpoint.read_bytes() + b"x")
     with pytest.raises(ValueError, match=r"on host .* is not the store's source model"):
@@ -198,10 +201,10 @@ def test_local_cluster_store_is_bit_identical_to_threads(
 ):
     before = _children()
     res = generate_pairs(_cfg(runs_dir), model=str(checkpoint), store=str(runs_dir / "d.zarr"))
-    _assert_same_store(res["uri"], reference["uri"], reference["digest"])
+    _assert_same_store(res.uri, reference.uri, reference.digest)
     # 2 workers x 4 shards each over 8 chunks: one chunk per shard, run in 2 worker processes.
-    assert [r["state"] for r in res["shards"]] == ["Completed"] * 8
-    pids = {r["pid"] for r in res["shards"]}
+    assert [s.state for s in res.shards] == ["Completed"] * 8
+    pids = {s.result.pid for s in res.shards}
     assert len(pids) == 2 and os.getpid() not in pids
     _wait_gone(before)  # the flow's LocalCluster is closed with its sub-flow
 
@@ -219,8 +222,8 @@ def test_killed_worker_shards_are_redone(prefect_api, runs_dir, checkpoint, refe
     uri = str(runs_dir / "k.zarr")
     # One shard per worker: shard 0 = even chunks, shard 1 = odd chunks, 1.5 s per chunk.
     cfg = _cfg(runs_dir, **{
-        "pairs.dask_address": c.scheduler_address, "pairs.dask_shards_per_worker": 1,
-        "pairs.progress_every": 1, "testing.chunk_delay_s": 1.5,
+        "execution.dask_address": c.scheduler_address, "execution.dask_shards_per_worker": 1,
+        "execution.progress_every": 1, "testing.chunk_delay_s": 1.5,
     })  # fmt: skip
     killed: dict = {}
     finished = threading.Event()
@@ -251,11 +254,11 @@ def test_killed_worker_shards_are_redone(prefect_api, runs_dir, checkpoint, refe
         killer.join(timeout=30)
     assert killed and 2 <= killed["done"] < 8, "no worker was killed mid-shard"
     assert _dead(killed["pid"])
-    rows = res["shards"]
-    assert [r["state"] for r in rows] == ["Completed"] * 2
-    assert killed["pid"] not in {r["pid"] for r in rows}  # its shard was finished elsewhere
+    assert [s.state for s in res.shards] == ["Completed"] * 2
+    rows = [s.result for s in res.shards]
+    assert killed["pid"] not in {r.pid for r in rows}  # its shard was finished elsewhere
     # The redone shard skipped the chunks the killed attempt had marked done, and generated the
     # rest: every chunk is accounted for exactly once.
-    assert sum(r["skipped"] for r in rows) >= 1
-    assert sum(r["generated"] + r["skipped"] for r in rows) == 8
-    _assert_same_store(uri, reference["uri"], reference["digest"])
+    assert sum(r.skipped for r in rows) >= 1
+    assert sum(r.generated + r.skipped for r in rows) == 8
+    _assert_same_store(uri, reference.uri, reference.digest)

@@ -43,7 +43,7 @@ def test_classifier_is_registered_once_and_reused(prefect_api, runs_dir, image_m
     first = evaluate(cfg, models=[image_model])
     cache = runs_dir / "eval" / "classifiers"
     assert len(list(cache.glob("classifier-mnist5k-*.pt"))) == 1
-    run1 = mlflow.get_run(first["run_id"])
+    run1 = mlflow.get_run(first.run_id)
     clf_id = run1.data.tags[tracking.TAG_CLF_MODEL]
     assert run1.data.tags[tracking.TAG_CLF_VERSION] == "mnist5k-classifier/1"
     # The new classifier is an output of the run that trained it, tagged with its data digest.
@@ -54,7 +54,7 @@ def test_classifier_is_registered_once_and_reused(prefect_api, runs_dir, image_m
     # Without the local cache, in another experiment: found in MLflow, not retrained.
     shutil.rmtree(cache)
     second = evaluate(_image_config(runs_dir, "clf-b"), models=[image_model])
-    run2 = mlflow.get_run(second["run_id"])
+    run2 = mlflow.get_run(second.run_id)
     assert run2.data.tags[tracking.TAG_CLF_MODEL] == clf_id
     assert run2.data.tags[tracking.TAG_CLF_VERSION] == "mnist5k-classifier/1"
     assert not run2.outputs.model_outputs and not cache.exists()
@@ -70,7 +70,7 @@ def test_other_classifier_settings_register_a_new_version(prefect_api, runs_dir,
     data = _image_config(runs_dir, "clf-c").model_dump(mode="json")
     data["evaluate"]["classifier_steps"] = 16
     second = evaluate(load_config(data), models=[image_model])
-    tags = [mlflow.get_run(r["run_id"]).data.tags for r in (first, second)]
+    tags = [mlflow.get_run(r.run_id).data.tags for r in (first, second)]
     assert tags[0][tracking.TAG_CLF_VERSION] == "mnist5k-classifier/1"
     assert tags[1][tracking.TAG_CLF_VERSION] == "mnist5k-classifier/2"
     assert tags[0][tracking.TAG_CLF_MODEL] != tags[1][tracking.TAG_CLF_MODEL]

@@ -49,14 +49,14 @@ def _gen_runs(experiment: str = "tiny") -> list:
 
 def test_transient_shard_failure_is_retried(prefect_api, runs_dir, checkpoints):
     # Two shards; shard 1 fails on its first attempt after writing one chunk group.
-    cfg = _cfg(runs_dir, devices=["cpu", "cpu"], **{"testing.fail_shards": {1: 1}})
+    cfg = _cfg(runs_dir, **{"execution.devices": ["cpu", "cpu"], "testing.fail_shards": {1: 1}})
     res = generate_pairs(cfg, model=str(checkpoints[0]), store=str(runs_dir / "a.zarr"))
-    store = PairStore.open(res["uri"])
-    assert store.is_finalized and store.attrs["digest"] == res["digest"]
-    shard0, shard1 = res["shards"]
-    assert (shard0["attempt"], shard0["generated"]) == (1, 4)
+    store = PairStore.open(res.uri)
+    assert store.is_finalized and store.attrs["digest"] == res.digest
+    shard0, shard1 = (s.result for s in res.shards)
+    assert (shard0.attempt, shard0.generated) == (1, 4)
     # The retry skipped the group (progress_every=2 chunks) written before the failure.
-    assert (shard1["attempt"], shard1["generated"], shard1["skipped"]) == (2, 2, 2)
+    assert (shard1.attempt, shard1.generated, shard1.skipped) == (2, 2, 2)
     (run,) = _gen_runs()
     assert run.info.status == "FINISHED"
     assert run.data.metrics["chunks_generated"] == 6
@@ -67,7 +67,12 @@ def test_permanent_shard_failure_fails_flow_then_rerun_completes(
 ):
     uri = str(runs_dir / "b.zarr")
     faulty = _cfg(
-        runs_dir, devices=["cpu", "cpu"], **{"testing.fail_shards": {0: 5}, "pairs.retries": 1}
+        runs_dir,
+        **{
+            "execution.devices": ["cpu", "cpu"],
+            "testing.fail_shards": {0: 5},
+            "execution.retries": 1,
+        },
     )
     with pytest.raises(RuntimeError, match=r"shard 0 \(chunks 0, 2, 4, 6\).*InjectedFailure"):
         generate_pairs(faulty, model=str(checkpoints[0]), store=uri)
@@ -79,11 +84,11 @@ def test_permanent_shard_failure_fails_flow_then_rerun_completes(
     assert _gen_runs()[-1].info.status == "FAILED"
 
     res = generate_pairs(_cfg(runs_dir), model=str(checkpoints[0]), store=uri)
-    assert res["generated"] == store.n_chunks - len(done_before)
+    assert res.generated == store.n_chunks - len(done_before)
     assert PairStore.open(uri).is_finalized
     # Same model, solver and seed: the resumed store equals one generated in one go.
     ref = generate_pairs(_cfg(runs_dir), model=str(checkpoints[0]), store=str(runs_dir / "c.zarr"))
-    assert ref["digest"] == res["digest"]
+    assert ref.digest == res.digest
 
 
 def test_store_from_another_model_is_refused_before_work(prefect_api, runs_dir, checkpoints):
@@ -123,7 +128,7 @@ def test_compiled_solver_through_the_flow_matches_eager(prefect_api, runs_dir, c
     compiled = _cfg(runs_dir, **{"pairs.solver": {**rk4, "compile": True}})
     a = generate_pairs(eager, model=str(checkpoints[0]), store=str(runs_dir / "eager.zarr"))
     b = generate_pairs(compiled, model=str(checkpoints[0]), store=str(runs_dir / "comp.zarr"))
-    sa, sb = PairStore.open(a["uri"]), PairStore.open(b["uri"])
+    sa, sb = PairStore.open(a.uri), PairStore.open(b.uri)
     assert sb.is_finalized and sb.solver.compile is True and sa.solver.compile is False
     for i in range(sa.n_chunks):
         (x0a, x1a, ya), (x0b, x1b, yb) = sa.read_chunk(i), sb.read_chunk(i)
@@ -131,4 +136,4 @@ def test_compiled_solver_through_the_flow_matches_eager(prefect_api, runs_dir, c
         np.testing.assert_allclose(x1b, x1a, rtol=1e-4, atol=1e-5)
     # The compiled store resumes only as compiled (its digest covers the solver).
     with pytest.raises(ValueError, match=r"^store: cannot resume .*'compile': True"):
-        generate_pairs(eager, model=str(checkpoints[0]), store=b["uri"])
+        generate_pairs(eager, model=str(checkpoints[0]), store=b.uri)

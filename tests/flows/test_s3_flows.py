@@ -1,4 +1,4 @@
-"""Stage flows on s3:// stores: ``pairs.store_root`` + ``pairs.storage_options`` in the config.
+"""Stage flows on s3:// stores: ``pairs.store_root`` + ``execution.storage_options`` in the config.
 
 Only the config knows the endpoint and keys here (the AWS_* variables are removed), so this shows
 that the options reach every place a store is opened: the coordinator, the shard tasks, the
@@ -72,24 +72,24 @@ def test_generate_and_reflow_on_s3_from_config_options(
             runs_dir,
             **{
                 "pairs.store_root": f"s3://{BUCKET}/stores",
-                "pairs.storage_options": only_config_knows,
+                "execution.storage_options": only_config_knows,
                 "pairs.n": 512,
             },
         )
     )
     res = generate_pairs(cfg, model=str(checkpoint))
-    assert res["uri"].startswith(f"s3://{BUCKET}/stores/tiny-1rf-")
-    store = PairStore.open(res["uri"])
-    assert store.is_finalized and store.attrs["digest"] == res["digest"]
+    assert res.uri.startswith(f"s3://{BUCKET}/stores/tiny-1rf-")
+    store = PairStore.open(res.uri)
+    assert store.is_finalized and store.attrs["digest"] == res.digest
     assert not (runs_dir / "stores").exists()  # nothing went to the local default
     # Lineage names the s3 URL; reflow streams the store from s3 and records it as training data.
-    ref = train_reflow(cfg, store=res["uri"], init_model=str(checkpoint))
+    ref = train_reflow(cfg, store=res.uri, init_model=str(checkpoint))
     assert ref.k == 2
-    assert tracking.models_trained_on(res["digest"]) == [ref.model_id]
+    assert tracking.models_trained_on(res.digest) == [ref.model_id]
 
 
 def test_bad_storage_options_are_named_before_any_work(runs_dir):
-    with pytest.raises(ValueError, match=r"pairs\.storage_options"):
-        load_config(tiny_config_dict(runs_dir, **{"pairs.storage_options": {"s3://": {}}}))
-    with pytest.raises(ValueError, match=r"pairs\.storage_options"):
-        load_config(tiny_config_dict(runs_dir, **{"pairs.storage_options": {"s3": "x"}}))
+    with pytest.raises(ValueError, match=r"execution\.storage_options"):
+        load_config(tiny_config_dict(runs_dir, **{"execution.storage_options": {"s3://": {}}}))
+    with pytest.raises(ValueError, match=r"execution\.storage_options"):
+        load_config(tiny_config_dict(runs_dir, **{"execution.storage_options": {"s3": "x"}}))

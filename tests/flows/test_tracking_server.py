@@ -97,10 +97,10 @@ def _checkpoint_intact(model_id: str) -> bool:
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     """Lineage of a tiny pipeline run with model ids replaced by registered names (ids differ
     between tracking stores), read back through storage.tracking from the current store."""
-    names = {m["model_id"]: m["registered"] for m in result["models"]}
-    base, reflow = (m["model_id"] for m in result["models"])
-    (pairs,) = result["stores"]
-    stages = _stage_runs(result["experiment_id"])
+    names = {m.model_id: m.registered for m in result.models}
+    base, reflow = (m.model_id for m in result.models)
+    (pairs,) = result.stores
+    stages = _stage_runs(result.experiment_id)
     (gen,) = stages["generate_pairs"]
     (generated,) = _inputs(gen, "generated")
     (rf,) = stages["train_reflow"]
@@ -110,13 +110,13 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
         "stages": {s: len(r) for s, r in stages.items()},
         "registered": sorted(names.values()),
         "generated_from": [names[m.model_id] for m in gen.inputs.model_inputs],
-        "digest_logged": generated.dataset.digest == pairs["digest"][:32],
+        "digest_logged": generated.dataset.digest == pairs.digest[:32],
         "training_digest": training.dataset.digest == generated.dataset.digest,
         "pair_sets_from_base": [
             p.digest == generated.dataset.digest for p in tracking.pair_sets_from_model(base)
         ],
-        "trained_on": [names[i] for i in tracking.models_trained_on(pairs["digest"])],
-        "pair_set_source": names[tracking.pair_set_source(pairs["digest"])],
+        "trained_on": [names[i] for i in tracking.models_trained_on(pairs.digest)],
+        "pair_set_source": names[tracking.pair_set_source(pairs.digest)],
         "reflow_inputs": (
             [names[i] for i in inits],
             [s.digest == training.dataset.digest for s in sets],
@@ -136,7 +136,7 @@ def test_pipeline_over_http_has_the_lineage_of_a_sqlite_run(
     local_runs = make_runs_dir(tmp_path, mlflow_template)
     local = pipeline(load_config(tiny_config_dict(local_runs, **SMALL)))
     expected = _summary(local)
-    local_base_sha = checkpoint_sha256(tracking.checkpoint_path(local["models"][0]["model_id"]))
+    local_base_sha = checkpoint_sha256(tracking.checkpoint_path(local.models[0].model_id))
 
     _wait_healthy(url, proc, log)
     remote_runs = tmp_path / "remote" / "runs"
@@ -154,16 +154,16 @@ def test_pipeline_over_http_has_the_lineage_of_a_sqlite_run(
     assert {"swd/euler_1", "straightness"} <= set(expected["metrics"]["tiny-2rf/1"])
     # The pair data is the same (every chunk's sha256): the two store digests differ only
     # through the source model ids they cover.
-    a, b = (PairStore.open(r["stores"][0]["uri"]) for r in (local, remote))
+    a, b = (PairStore.open(r.stores[0].uri) for r in (local, remote))
     chunks = [[s.chunk_digest(i) for i in range(s.n_chunks)] for s in (a, b)]
     assert chunks[0] == chunks[1] and a.source["model_id"] != b.source["model_id"]
 
     # Everything went to the server: no SQLite DB or artifact folder in the runs folder, the
     # experiment uses the server's proxied root, checkpoints come through the download cache.
     assert not (remote_runs / "mlflow.db").exists() and not (remote_runs / "mlartifacts").exists()
-    exp = mlflow.get_experiment(remote["experiment_id"])
+    exp = mlflow.get_experiment(remote.experiment_id)
     assert exp.artifact_location.startswith("mlflow-artifacts:")
-    base_id = remote["models"][0]["model_id"]
+    base_id = remote.models[0].model_id
     ckpt = tracking.checkpoint_path(base_id)
     assert ckpt.startswith(str(remote_runs / "mlflow-cache" / base_id))
     assert checkpoint_sha256(ckpt) == local_base_sha
@@ -175,7 +175,7 @@ def test_pipeline_over_http_has_the_lineage_of_a_sqlite_run(
     from flows.cli import app
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    reflow_id = remote["models"][1]["model_id"]
+    reflow_id = remote.models[1].model_id
     out = CliRunner().invoke(
         app, ["lineage", reflow_id, "--runs-dir", str(remote_runs)], terminal_width=400
     )

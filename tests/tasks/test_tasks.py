@@ -44,9 +44,9 @@ def test_injected_failure_keeps_written_chunks_and_retry_resumes(store_and_ckpt)
         generate_shard.fn(store.uri, ckpt, chunks, "cpu", 3, group=2, fail_attempts=1)
     assert store.missing_chunks() == [1, 3, 4, 5]  # the first group (0, 2) was written
     stats = generate_shard.fn(store.uri, ckpt, chunks, "cpu", 3, group=2)
-    assert (stats["generated"], stats["skipped"]) == (2, 2)
+    assert (stats.generated, stats.skipped) == (2, 2)
     stats = generate_shard.fn(store.uri, ckpt, [1, 3], "cpu", 4)
-    assert stats["generated"] == 2 and stats["nfe"] == 2 * 4
+    assert stats.generated == 2 and stats.nfe == 2 * 4
     digest = finalize_store.fn(store.uri)
     assert PairStore.open(store.uri).attrs["digest"] == digest
     assert finalize_store.fn(store.uri) == digest  # idempotent

@@ -1,0 +1,195 @@
+"""Checks of a stage's arguments, done before any work.
+
+The CLI runs them before it starts a flow, so bad input never reaches Prefect; each flow runs
+them again at its start, because deployments call flows directly. Every check raises
+:class:`~flows.errors.InputError`: one line naming the argument (``model:``, ``store:``,
+``init_model:``, ``models[1]:``) in the user's words. Nothing here writes: stores are only
+looked at, models only resolved and loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flows.common import store_uri
+from flows.config import PipelineConfig
+from flows.errors import InputError, bad_input
+from rf_core.training import checkpoint_sha256, load_checkpoint
+from storage import tracking
+from storage.location import exists, is_local, set_storage_options
+from storage.pairstore import PairStore, PairStoreError
+
+
+def connect(cfg: PipelineConfig) -> None:
+    """Register ``execution.storage_options`` (here and for the processes started later) and
+    point MLflow at the config's tracking URI; a server that does not answer fails here."""
+    for protocol, options in cfg.execution.storage_options.items():
+        with bad_input("execution.storage_options"):
+            set_storage_options(protocol, options)
+    with bad_input("tracking"):
+        tracking.configure(cfg.runs_dir, cfg.tracking.uri)
+
+
+def model_arg(ref: str, field: str, cfg: PipelineConfig | None = None) -> tracking.ModelRef:
+    """A model given as a checkpoint file, an MLflow model id or a models:/ URI; with ``cfg``,
+    its checkpoint must also hold ``cfg.model``'s architecture."""
+    with bad_input(field):
+        if ref.startswith(("models:/", "m-")):
+            model = tracking.resolve_model(ref, field)
+        else:
+            model = _checkpoint_ref(ref)
+        if cfg is not None:  # also reads the file: an unreadable checkpoint fails here
+            load_checkpoint(model.checkpoint, expected_config=cfg.model)
+    return model
+
+
+def _checkpoint_ref(ref: str) -> tracking.ModelRef:
+    path = Path(ref).expanduser()
+    if not path.is_file():
+        raise ValueError(
+            f"{ref!r} is neither an MLflow model (m-<id>, models:/<name>/<version>) nor an "
+            "existing checkpoint file"
+        )
+    _, payload = load_checkpoint(path)
+    extra = payload.get("extra") or {}
+    k, distilled = int(extra.get("k", 1)), bool(extra.get("distilled", False))
+    return tracking.ModelRef(
+        None, str(path.resolve()), checkpoint_sha256(path), k, None, None, distilled
+    )
+
+
+@dataclass(frozen=True)
+class TrainingPairs:
+    """A complete pair store to train on: its URI, digest and source model."""
+
+    uri: str
+    digest: str
+    source: Mapping[str, Any]
+
+    @property
+    def k(self) -> int:
+        """The k-RF that generated the pairs (training on them gives (k+1)-RF)."""
+        return int(self.source.get("k") or 1)
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What reflow and distillation train on and start from."""
+
+    pairs: TrainingPairs
+    init: tracking.ModelRef | None
+
+
+def training_pairs(uri: str) -> TrainingPairs:
+    """A finished pair store for training, or an InputError naming ``store``."""
+    store = store_arg(uri)
+    if not store.is_finalized:
+        raise InputError(
+            f"store: pair store {uri} is not complete ({len(store.missing_chunks())} chunks "
+            f"missing, or not finalized); finish it first: `rectiflow generate <config> --model "
+            f"{store.source.get('model_id') or store.source.get('model_uri')} --store {uri}`"
+        )
+    return TrainingPairs(store.uri, store.attrs["digest"], store.source)
+
+
+def reflow_inputs(cfg: PipelineConfig, store: str, init_model: str | None) -> TrainingInputs:
+    """The store and init model of ``train_reflow``: by default (``reflow.init_from_previous``)
+    the store's source model."""
+    pairs = training_pairs(store)
+    if init_model is None and cfg.reflow.init_from_previous:
+        init_model = pairs.source.get("model_id") or pairs.source.get("model_uri")
+    init = model_arg(init_model, "init_model", cfg) if init_model else None
+    return TrainingInputs(pairs, init)
+
+
+def distill_inputs(cfg: PipelineConfig, store: str, init_model: str) -> TrainingInputs:
+    """The store and the k-RF teacher of ``distill`` (a distilled model cannot be a teacher)."""
+    pairs = training_pairs(store)
+    init = model_arg(init_model, "init_model", cfg)
+    if init.distilled:
+        raise InputError(f"init_model: {init_model!r} is already distilled; give the k-RF model")
+    return TrainingInputs(pairs, init)
+
+
+def evaluate_inputs(cfg: PipelineConfig, models: list[str]) -> list[tracking.ModelRef]:
+    """The models of ``evaluate``, each of the config's architecture."""
+    if not models:
+        raise InputError("models: give at least one model to evaluate")
+    return [model_arg(m, f"models[{i}]", cfg) for i, m in enumerate(models)]
+
+
+@dataclass(frozen=True)
+class GenerateInputs:
+    """The source model of ``generate_pairs`` and the store it writes (or resumes)."""
+
+    model: tracking.ModelRef
+    uri: str
+
+
+def store_args(cfg: PipelineConfig, model: tracking.ModelRef) -> dict[str, Any]:
+    """Everything that makes a store's pairs what they are (PairStore.open_or_create kwargs)."""
+    p = cfg.pairs
+    return {
+        "n": p.n, "chunk": p.chunk, "sample_shape": cfg.model.data_shape, "seed": p.seed,
+        "source": model.source(), "solver": p.solver, "dataset": cfg.data.dataset,
+        "num_classes": cfg.model.num_classes,
+    }  # fmt: skip
+
+
+def generate_inputs(cfg: PipelineConfig, model: str, store: str | None) -> GenerateInputs:
+    """Resolve the model; check that ``store`` (default: one store per source model) is free or
+    a store this run resumes: same source model, solver, seed, shape and size."""
+    ref = model_arg(model, "model", cfg)
+    uri = store or store_uri(cfg, ref)
+    uri = uri if "://" in uri else str(Path(uri).expanduser().resolve())
+    existing = existing_store(uri)
+    if existing is not None:
+        have = existing.source
+        if have["checkpoint_sha256"] != ref.checkpoint_sha256:
+            raise InputError(
+                f"store: {uri} was generated from model {have['model_id'] or have['model_uri']} "
+                f"(checkpoint {have['checkpoint_sha256'][:12]}), not from model "
+                f"{ref.model_id or ref.checkpoint} ({ref.checkpoint_sha256[:12]}). "
+                "Pass a new --store URI; nothing was changed."
+            )
+        with bad_input("store"):  # opens the existing store and compares; writes nothing
+            PairStore.open_or_create(uri, **store_args(cfg, ref))
+    return GenerateInputs(ref, uri)
+
+
+def existing_store(uri: str, field: str = "store", mode: str = "r") -> PairStore | None:
+    """The pair store at ``uri`` (opened with ``mode``); None when nothing is there; an
+    InputError naming ``field`` when something else is."""
+    with bad_input(field):
+        if not exists(uri):  # a missing bucket or no access is reported here, naming the URL
+            if is_local(uri) and Path(uri).expanduser().is_dir():
+                raise ValueError(f"{uri} is an empty folder, not a pair store: remove it first")
+            return None
+    try:
+        return PairStore.open(uri, mode=mode)
+    except PairStoreError as e:
+        if not str(e).startswith("no pair store at"):  # another schema, no access: as said
+            raise InputError(f"{field}: {e}") from e
+        # Something is there, but no Zarr group at all (zarr's error names its internals).
+        raise InputError(
+            f"{field}: {uri} holds something that is not a pair store (nothing was changed)"
+        ) from e
+
+
+def store_arg(uri: str, field: str = "store", mode: str = "r") -> PairStore:
+    """The existing pair store at ``uri``, or an InputError naming ``field``."""
+    store = existing_store(uri, field, mode)
+    if store is None:
+        raise InputError(f"{field}: no pair store at {uri}: nothing exists there")
+    return store
+
+
+def check_dask(cfg: PipelineConfig) -> None:
+    """With ``execution.task_runner: dask`` and an address: its scheduler answers, with workers."""
+    if cfg.execution.task_runner == "dask" and cfg.execution.dask_address:
+        from flows.dask_runner import probe  # distributed takes ~1 s to import
+
+        probe(cfg.execution.dask_address, cfg.execution.dask_timeout_s)
