@@ -16,10 +16,12 @@ flow starts); a failed stage exits 1 naming it. ``rectiflow --debug ...`` shows 
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 # The first flow call starts a temporary Prefect server; on a busy machine it needs longer than
@@ -33,13 +35,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from flows import inputs
 from flows.cli_errors import ENV_DEBUG, exit_codes, set_debug
 from flows.cli_pairs import pairs_app
 from flows.cli_tables import compare_table, summary_table
 from flows.config import PipelineConfig, load_config
 from flows.errors import InputError, bad_input
-from tasks import progress as progress_hooks
 
 app = typer.Typer(
     help="Rectified Flow pipeline: train, generate pairs, reflow, evaluate (Prefect + MLflow).",
@@ -64,10 +64,11 @@ def _config(
     path: Path,
     runs_dir: Path | None,
     fresh: bool,
-    check: Callable[[PipelineConfig], Any] | None = None,
+    check: Callable[[ModuleType, PipelineConfig], Any] | None = None,
 ) -> PipelineConfig:
     """The config (with the command line's overrides), connected to its storage and tracking,
-    and ``check(cfg)`` passed: bad input ends here with exit 2, before a flow starts."""
+    and ``check(flows.inputs, cfg)`` passed: bad input ends here with exit 2, before a flow
+    starts. flows.inputs is imported only once the config is good (it brings MLflow in)."""
     with exit_codes():
         cfg = load_config(path)
         if runs_dir is not None or fresh:
@@ -75,9 +76,11 @@ def _config(
             data["runs_dir"] = str(runs_dir) if runs_dir is not None else data["runs_dir"]
             data["resume"] = data["resume"] and not fresh
             cfg = load_config(data)
+        from flows import inputs
+
         inputs.connect(cfg)
         if check is not None:
-            check(cfg)
+            check(inputs, cfg)
     return cfg
 
 
@@ -96,20 +99,26 @@ class _Bars:
         self.progress.update(self.tasks[key], completed=done, description=description)
 
     def __enter__(self) -> _Bars:
+        from tasks import progress  # imports prefect: not before a flow runs
+
         self.progress.start()
-        progress_hooks.add_listener(self)
+        progress.add_listener(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        progress_hooks.remove_listener(self)
+        from tasks import progress
+
+        progress.remove_listener(self)
         self.progress.stop()
 
 
-def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a flow with progress bars; an error ends the command with one line (exit 1, or 2 for
-    bad input the checks before the flow could not see)."""
+def _call(flow: str, *args: Any, **kwargs: Any) -> Any:
+    """Run ``flow`` ("module:function", imported only now: inputs are checked, Prefect is needed)
+    with progress bars; an error ends the command with one line (exit 1, or 2 for bad input the
+    checks before the flow could not see)."""
+    module, name = flow.split(":")
     with exit_codes(), _Bars():
-        return fn(*args, **kwargs)
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
 
 def _ui_hints(cfg: PipelineConfig) -> None:
@@ -131,11 +140,9 @@ def run(
     fresh: bool = typer.Option(False, help="retrain everything instead of reusing stages"),
 ) -> None:
     """Run the whole pipeline: 1-RF, (pairs, reflow) x rounds, evaluation."""
-    from flows.pipeline import pipeline
-
-    cfg = _config(config, runs_dir, fresh, inputs.check_dask)
+    cfg = _config(config, runs_dir, fresh, lambda inputs, c: inputs.check_dask(c))
     start = time.perf_counter()
-    result = _call(pipeline, cfg)
+    result = _call("flows.pipeline:pipeline", cfg)
     out = Console()
     out.print(summary_table(result.rows))
     for m in result.models:
@@ -147,9 +154,7 @@ def run(
 @app.command("train-base")
 def train_base_cmd(config: Path, runs_dir: Path | None = None, fresh: bool = False) -> None:
     """Train 1-RF on the config's dataset."""
-    from flows.train import train_base
-
-    ref = _call(train_base, _config(config, runs_dir, fresh))
+    ref = _call("flows.train:train_base", _config(config, runs_dir, fresh))
     Console().print(f"1-RF: {ref.registered} {ref.uri}")
 
 
@@ -161,13 +166,13 @@ def generate(
     runs_dir: Path | None = None,
 ) -> None:
     """Generate (or resume) a pair store from a model."""
-    from flows.generate import generate_pairs
 
-    def check(cfg: PipelineConfig) -> None:
+    def check(inputs: ModuleType, cfg: PipelineConfig) -> None:
         inputs.check_dask(cfg)
         inputs.generate_inputs(cfg, model, store)
 
-    res = _call(generate_pairs, _config(config, runs_dir, False, check), model=model, store=store)
+    cfg = _config(config, runs_dir, False, check)
+    res = _call("flows.generate:generate_pairs", cfg, model=model, store=store)
     Console().print(f"pair set {res.uri} complete: n={res.n} digest {res.digest}")
 
 
@@ -180,10 +185,10 @@ def train_reflow_cmd(
     fresh: bool = False,
 ) -> None:
     """Train (k+1)-RF on a pair store generated by k-RF."""
-    from flows.train import train_reflow
-
-    cfg = _config(config, runs_dir, fresh, lambda c: inputs.reflow_inputs(c, store, init_model))
-    ref = _call(train_reflow, cfg, store=store, init_model=init_model)
+    cfg = _config(
+        config, runs_dir, fresh, lambda inputs, c: inputs.reflow_inputs(c, store, init_model)
+    )
+    ref = _call("flows.train:train_reflow", cfg, store=store, init_model=init_model)
     Console().print(f"{ref.k}-RF: {ref.registered} {ref.uri}")
 
 
@@ -196,10 +201,10 @@ def distill_cmd(
     fresh: bool = False,
 ) -> None:
     """Distill k-RF into a 1-step model on a pair store (the config's distill section)."""
-    from flows.train import train_distill
-
-    cfg = _config(config, runs_dir, fresh, lambda c: inputs.distill_inputs(c, store, init_model))
-    ref = _call(train_distill, cfg, store=store, init_model=init_model)
+    cfg = _config(
+        config, runs_dir, fresh, lambda inputs, c: inputs.distill_inputs(c, store, init_model)
+    )
+    ref = _call("flows.train:train_distill", cfg, store=store, init_model=init_model)
     Console().print(f"{ref.name}: {ref.registered} {ref.uri}")
 
 
@@ -210,10 +215,8 @@ def evaluate_cmd(
     runs_dir: Path | None = None,
 ) -> None:
     """NFE sweep of one or more models from the same noise."""
-    from flows.evaluate import evaluate
-
-    cfg = _config(config, runs_dir, False, lambda c: inputs.evaluate_inputs(c, model))
-    res = _call(evaluate, cfg, models=model)
+    cfg = _config(config, runs_dir, False, lambda inputs, c: inputs.evaluate_inputs(c, model))
+    res = _call("flows.evaluate:evaluate", cfg, models=model)
     Console().print(summary_table(res.rows))
 
 

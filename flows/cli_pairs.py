@@ -18,7 +18,7 @@ from fsspec.core import split_protocol
 
 from flows.cli_errors import exit_codes
 from flows.errors import InputError, bad_input
-from flows.inputs import store_arg
+from flows.stores import store_arg
 from rf_core.training import checkpoint_sha256, load_checkpoint
 from storage.layout import format_ranges
 from storage.pairstore import PairStore

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from rf_core.evaluate import EvalRow
-from storage.tracking import Evaluation
+if TYPE_CHECKING:
+    from rf_core.evaluate import EvalRow
+    from storage.tracking import Evaluation
 
 
 def summary_table(rows: tuple[EvalRow, ...]) -> Table:

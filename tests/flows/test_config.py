@@ -8,6 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from flows.config import PipelineConfig, load_config
+from flows.config import MOVED
+from flows.execution import FORMER_PLACES, ExecutionParams
 from rf_core.solver_spec import SolverSpec
 from tests.helpers import tiny_config_dict
 
@@ -85,3 +87,17 @@ def test_the_config_solver_is_the_store_solver(tmp_path):
         SolverSpec(method="dopri5", grid="ends")
     with pytest.raises(ValidationError, match="grid"):
         SolverSpec(method="rk4", steps=8, grid="zigzag")
+
+
+@pytest.mark.parametrize("old", FORMER_PLACES)
+def test_settings_at_their_old_place_name_the_new_one(tmp_path, old):
+    data = tiny_config_dict(tmp_path)
+    section, _, name = old.rpartition(".")
+    (data[section] if section else data)[name] = ExecutionParams().model_dump()[name]
+    with pytest.raises(ValueError, match="invalid config") as err:
+        load_config(data)
+    assert f"{old} moved to execution.{name}" in str(err.value)
+    assert MOVED[old] == f"to execution.{name}"  # and the new place takes the same value
+    data = tiny_config_dict(tmp_path)
+    data["execution"][name] = ExecutionParams().model_dump()[name]
+    assert getattr(load_config(data).execution, name) == getattr(ExecutionParams(), name)
