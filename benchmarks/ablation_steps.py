@@ -151,7 +151,7 @@ def nfe_per_pair(store: PairStore) -> float:
 def train_2rf(
     inputs: RunInputs, train: TrainConfig, store: str, init: bool, out: Path, log=print
 ) -> tuple[Path, float]:
-    """Train 2-RF exactly as ``tasks.train.train_model`` does, without MLflow logging.
+    """Train 2-RF exactly as ``tasks.train.train_reflow_model`` does, without MLflow logging.
 
     Args:
         inputs: the run's outputs (model config, 1-RF checkpoint).

@@ -26,12 +26,17 @@ from storage.pairstore import PairStore
 
 def connect(cfg: PipelineConfig) -> None:
     """Register ``execution.storage_options`` (here and for the processes started later) and
-    point MLflow at the config's tracking URI; a server that does not answer fails here."""
+    point MLflow at the config's tracking URI.
+
+    Raises:
+        InputError: naming ``execution.storage_options`` when the options cannot be used.
+        TrackingServerError: a tracking server that does not answer (the CLI counts it as bad
+            input: a setting that cannot work, found before any work).
+    """
     for protocol, options in cfg.execution.storage_options.items():
         with bad_input("execution.storage_options"):
             set_storage_options(protocol, options)
-    with bad_input("tracking"):
-        tracking.configure(cfg.runs_dir, cfg.tracking.uri)
+    tracking.configure(cfg.runs_dir, cfg.tracking.uri)
 
 
 def model_arg(ref: str, field: str, cfg: PipelineConfig | None = None) -> tracking.ModelRef:

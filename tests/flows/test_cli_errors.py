@@ -75,6 +75,7 @@ def world(tmp_path_factory, mlflow_template) -> dict[str, str]:
         "invalid": _yaml(d / "invalid.yaml", runs, **{"pairs.n": -5}),
         "moved": _yaml(d / "moved.yaml", runs),
         "dask": _yaml(d / "dask.yaml", runs, **dask, **{"execution.dask_timeout_s": 1}),
+        "dead": _yaml(d / "dead.yaml", runs, **{"tracking.uri": f"http://127.0.0.1:{free_port()}"}),
     }  # fmt: skip
 
 
@@ -97,6 +98,7 @@ CASES = [
     ("run-invalid-field", "run {invalid}", "invalid config: pairs.n: Input should be greater"),
     ("run-moved-field", "run {moved}", "pairs.task_runner moved to execution.task_runner"),
     ("run-dask-unreachable", "run {dask}", "execution.dask_address: no Dask scheduler answered"),
+    ("run-tracking-server-down", "run {dead}", "tracking: MLflow tracking server http://127.0.0.1:"),
     ("train-base-missing-config", "train-base {dir}/nope.yaml", "nope.yaml does not exist"),
     ("train-reflow-incomplete", "train-reflow {cfg} --store {dir}/partial.zarr",
      "store: pair store {dir}/partial.zarr is not complete"),

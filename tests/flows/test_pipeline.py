@@ -127,6 +127,18 @@ def test_second_run_reuses_finished_stages(pipeline_result):
     assert len(stages["pipeline"]) == 2
 
 
+def test_other_execution_settings_reuse_every_stage(pipeline_result):
+    """Where and how work runs is not what it produces: nothing is retrained or regenerated."""
+    cfg, first = pipeline_result
+    data = cfg.model_dump(mode="json")
+    data["execution"] |= {"devices": ["cpu", "cpu"], "retries": 0, "progress_every": 1}
+    again = pipeline(load_config(data))
+    assert [m.model_id for m in again.models] == [m.model_id for m in first.models]
+    assert (again.stores[0].uri, again.stores[0].generated) == (first.stores[0].uri, 0)
+    stages = _stage_runs(first.experiment_id)
+    assert len(stages["train_base"]) == 1 and len(stages["train_reflow"]) == 1
+
+
 def test_lineage_command_prints_the_chain(pipeline_result):
     from typer.testing import CliRunner
 
