@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from flows.config import PipelineConfig, load_config
-from flows.config import MOVED
+from flows.config import MOVED, PipelineConfig, load_config
 from flows.execution import FORMER_PLACES, ExecutionParams
 from rf_core.solver_spec import SolverSpec
 from tests.helpers import tiny_config_dict
