@@ -37,7 +37,7 @@ def bad_input(field: str) -> Iterator[None]:
 def note_stage(error: BaseException, stage: str, run_id: str) -> None:
     """Record on ``error`` that it ended ``stage`` (MLflow run ``run_id``); the innermost wins."""
     if failed_stage(error) is None:
-        error.add_note(f"{STAGE_NOTE} {stage} (MLflow run {run_id})")
+        error.add_note(f"{STAGE_NOTE} {stage}" + (f" (MLflow run {run_id})" if run_id else ""))
 
 
 def failed_stage(error: BaseException) -> str | None:
