@@ -26,7 +26,9 @@ from benchmarks.common import machine_line, markdown_table, write_section
 HERE = Path(__file__).resolve().parent
 # Not part of `make bench`: helpers, the GPU script, and the studies that retrain models (their
 # full runs take far longer than the 15-minute budget; each has its own command in BENCHMARKS.md).
-NOT_BENCHMARKS = {"__init__", "common", "run_all", "gpu_bench", "pairgen_base", "ablation"}
+NOT_BENCHMARKS = {
+    "__init__", "common", "run_all", "gpu_bench", "pairgen_base", "ablation", "recipes",
+}  # fmt: skip
 BUDGET_S = 15 * 60
 
 

@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from flows.errors import InputError
 from flows.execution import FORMER_PLACES, ExecutionParams
-from rf_core.config import ModelConfig, TrainConfig
+from rf_core.config import ClassifierRecipe, ModelConfig, TrainConfig
 from rf_core.data import DATASETS as IMAGE_DATASETS
 from rf_core.data import TOYS
 from rf_core.solver_spec import SolverSpec
@@ -107,12 +107,12 @@ class DistillParams(TrainConfig):
 class EvalParams(_Frozen):
     """NFE sweep: Euler at ``steps`` plus adaptive dopri5 on ``n_samples`` shared noise draws.
 
-    ``classifier_steps``: training steps of the image datasets' Fréchet classifier (registered
-    in MLflow as ``<dataset>-classifier`` once per dataset and these settings, then reused).
+    ``classifier``: how the image datasets' feature classifier is trained (registered in MLflow
+    as ``<dataset>-classifier`` once per dataset and these settings, then reused).
     """
 
     n_samples: int = Field(1000, gt=0)
-    classifier_steps: int = Field(300, gt=0)
+    classifier: ClassifierRecipe = Field(default_factory=ClassifierRecipe)
     steps: tuple[int, ...] = (1, 2, 4, 8)
     adaptive: bool = True
     batch_size: int | None = Field(None, gt=0)

@@ -42,15 +42,15 @@ def ensure_classifier(cfg: PipelineConfig, device: str) -> tracking.ClassifierRe
     evaluation of the dataset scores with the same classifier instead of retraining one.
     Must run inside the evaluation run: a new classifier becomes one of its outputs.
     """
-    steps = cfg.evaluate.classifier_steps
-    key, data_digest = classifier_key(cfg.data.dataset, cfg.data.root, steps)
+    recipe = cfg.evaluate.classifier
+    key, data_digest = classifier_key(cfg.data.dataset, cfg.data.root, recipe)
     ref = tracking.find_classifier(cfg.data.dataset, key)
     if ref is None:
         from rf_core.classifier import load_classifier
 
         cache = str(cfg.runs / "eval" / "classifiers")
         path = train_or_load_classifier(
-            cfg.data.dataset, cfg.data.root, cache, key, steps=steps, device=device
+            cfg.data.dataset, cfg.data.root, cache, key, recipe=recipe, device=device
         )
         clf, _ = load_classifier(path)
         ref = tracking.log_classifier(clf, path, cfg.data.dataset, key, data_digest)

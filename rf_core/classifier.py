@@ -1,8 +1,14 @@
-"""A small CNN classifier whose penultimate features define the Fréchet distance for digits.
+"""The digit classifier whose features define the Fréchet distance, precision and recall.
 
-Inception features suit 299×299 photos, not 28×28 digits, so the pipeline trains
-this network once per dataset on the training split and measures generated images in its
-feature space. Training is short (a few hundred steps on CPU) and deterministic for a seed.
+Inception features suit 299×299 photos, not 28×28 digits, so the pipeline trains this network
+once per dataset on the training split and measures generated images in its feature space
+(docs/evaluation.md). Three conv blocks (two 3×3 convs with batch norm each) at full, half and
+quarter resolution, trained with random affine and elastic deformations: ≥ 98 % held-out
+accuracy on MNIST-5k. A strong classifier learns to ignore what does not change the class —
+speckle, blur, blocky pixels — in its last layer, so the features are multi-scale: the mean
+activation of every channel of each block (how strongly each learned filter fires, at 28, 14
+and 7 pixels) beside the penultimate layer, each dimension standardised by its mean and spread
+over the training images. Training is deterministic for a seed on one machine and thread count.
 """
 
 from __future__ import annotations
@@ -13,16 +19,36 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from rf_core.augment import augment_batch
+from rf_core.config import ClassifierRecipe
 from rf_core.training import save_atomically
+
+ARCH = "digitcnn/2"  # bump when the network changes: a new key, old cached classifiers unused
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    """Two 3×3 conv + batch norm + ReLU at one resolution."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
+    )
 
 
 class DigitClassifier(nn.Module):
-    """Two conv blocks + an MLP head for ``(C, H, W)`` images in [-1, 1].
+    """Three conv blocks (H, H/2, H/4) + a linear penultimate layer + a linear head.
+
+    :meth:`features` are ``7 * width + feature_dim`` values: the channel means of the three
+    blocks and the penultimate layer, standardised with statistics set by
+    :meth:`set_feature_stats` (identity until then).
 
     Args:
         in_shape: ``(C, H, W)`` of one image, e.g. ``(1, 28, 28)`` or ``(3, 32, 32)``.
         num_classes: number of output logits.
-        width: channels of the first conv block (the second has ``2 * width``).
+        width: channels of the first block (then ``2 * width``, ``4 * width``).
         feature_dim: width of the penultimate layer returned by :meth:`features`.
     """
 
@@ -41,44 +67,63 @@ class DigitClassifier(nn.Module):
         self.in_shape = tuple(int(d) for d in in_shape)
         self.num_classes = int(num_classes)
         self.width = int(width)
-        # torchmetrics' FID reads `num_features` instead of probing with a dummy image.
-        self.num_features = int(feature_dim)
-        c = self.in_shape[0]
-        self.conv = nn.Sequential(
-            nn.Conv2d(c, width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            # A fixed 4×4 grid makes the head independent of H and W (28 → 7 → 4, 32 → 8 → 4).
-            nn.AdaptiveAvgPool2d(4),
-        )
-        self.fc = nn.Linear(2 * width * 16, feature_dim)
+        self.feature_dim = int(feature_dim)
+        self.num_features = 7 * self.width + self.feature_dim
+        c, w = self.in_shape[0], self.width
+        self.blocks = nn.ModuleList([_block(c, w), _block(w, 2 * w), _block(2 * w, 4 * w)])
+        # A fixed 7×7 grid: 28 → 7 is the identity, 32 → 8 → 7 nearly so.
+        self.grid = nn.AdaptiveAvgPool2d(7)
+        self.fc = nn.Linear(4 * w * 49, feature_dim)
+        self.drop = nn.Dropout(0.3)
         self.head = nn.Linear(feature_dim, num_classes)
+        self.register_buffer("feature_mean", torch.zeros(self.num_features))
+        self.register_buffer("feature_scale", torch.ones(self.num_features))
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, C, H, W) -> (raw multi-scale features (B, num_features), penultimate (B, D))."""
+        means, h = [], x
+        for i, block in enumerate(self.blocks):
+            h = block(F.max_pool2d(h, 2) if i else h)
+            means.append(h.mean((2, 3)))
+        pen = F.relu(self.fc(self.grid(h).flatten(1)))
+        return torch.cat([*means, pen], 1), pen
 
     def features(self, x: Tensor) -> Tensor:
-        """Penultimate activations.
+        """Standardised multi-scale features.
 
         Args:
             x: (B, C, H, W) images in [-1, 1].
 
         Returns:
-            (B, feature_dim) features (after ReLU).
+            (B, num_features): channel means of the three blocks, then the penultimate layer.
         """
-        return F.relu(self.fc(self.conv(x).flatten(1)))
+        return (self._forward(x)[0] - self.feature_mean) / self.feature_scale
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) images -> (B, num_classes) logits."""
-        return self.head(self.features(x))
+        return self.head(self.drop(self._forward(x)[1]))
+
+    @torch.no_grad()
+    def set_feature_stats(self, x: Tensor, batch_size: int = 500) -> None:
+        """Standardise :meth:`features` by their mean and spread over images ``x`` (N, C, H, W).
+
+        A dimension that hardly varies over ``x`` (a filter that seldom fires) gets the scale
+        of a typical one (at least 1 % of the median), so it cannot blow up the distance.
+        """
+        self.eval()
+        raw = torch.cat([self._forward(b)[0] for b in x.split(batch_size)])
+        std = raw.std(0)
+        self.feature_mean.copy_(raw.mean(0))
+        self.feature_scale.copy_(std.clamp_min(0.01 * float(std.median()) + 1e-12))
 
     def hparams(self) -> dict:
         """Constructor arguments, enough to rebuild the network before loading a state dict."""
         return {
+            "arch": ARCH,
             "in_shape": list(self.in_shape),
             "num_classes": self.num_classes,
             "width": self.width,
-            "feature_dim": self.num_features,
+            "feature_dim": self.feature_dim,
         }
 
 
@@ -110,61 +155,66 @@ def check_images(x: Tensor, name: str = "x", shape: tuple[int, ...] | None = Non
         )
 
 
+def _check_labels(x: Tensor, y: Tensor, num_classes: int | None) -> int:
+    if y.dtype != torch.int64 or y.shape != (x.shape[0],):
+        raise ValueError(f"y must be int64 of shape ({len(x)},), got {y.dtype} {tuple(y.shape)}")
+    n_cls = int(y.max()) + 1 if num_classes is None else num_classes
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= n_cls:
+        raise ValueError(f"y must hold labels in [0, {n_cls}), got [{lo}, {hi}]")
+    return n_cls
+
+
 def train_classifier(
     x: Tensor,
     y: Tensor,
-    steps: int = 300,
-    batch_size: int = 128,
-    seed: int = 0,
+    recipe: ClassifierRecipe | None = None,
     device: str | torch.device = "cpu",
-    lr: float = 2e-3,
     num_classes: int | None = None,
 ) -> DigitClassifier:
-    """Train a :class:`DigitClassifier` with Adam on labelled images.
+    """Train a :class:`DigitClassifier` with AdamW (one-cycle schedule) on labelled images.
 
-    Deterministic for a seed on a given device: initialisation and batch order come from seeded
-    generators and the global RNG is left untouched.
+    Deterministic for ``recipe.seed`` on a given device and thread count: initialisation, batch
+    order and augmentation come from seeded generators and the global RNG is left untouched.
 
     Args:
         x: (N, C, H, W) training images in [-1, 1].
         y: (N,) int64 labels in [0, num_classes).
-        steps: optimizer steps (300 × 128 ≈ 10 epochs of MNIST-5k's 4,000 images).
-        batch_size: images per step.
-        seed: seeds initialisation and batch order.
+        recipe: architecture and training settings (default: :class:`ClassifierRecipe()`).
         device: where to train.
-        lr: Adam learning rate.
         num_classes: number of classes; default ``int(y.max()) + 1``.
 
     Returns:
         The trained classifier in eval mode on ``device``.
     """
+    r = recipe or ClassifierRecipe()
     check_images(x, "x")
-    if y.dtype != torch.int64 or y.shape != (x.shape[0],):
-        raise ValueError(f"y must be int64 of shape ({len(x)},), got {y.dtype} {tuple(y.shape)}")
-    if steps <= 0 or batch_size <= 0:
-        raise ValueError(f"steps and batch_size must be > 0, got {steps}, {batch_size}")
-    n_cls = int(y.max()) + 1 if num_classes is None else num_classes
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= n_cls:
-        raise ValueError(f"y must hold labels in [0, {n_cls}), got [{lo}, {hi}]")
-
+    n_cls = _check_labels(x, y, num_classes)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        clf = DigitClassifier(tuple(x.shape[1:]), num_classes=n_cls).to(device)
-    opt = torch.optim.Adam(clf.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(r.seed)
+        clf = DigitClassifier(tuple(x.shape[1:]), n_cls, r.width, r.feature_dim).to(device)
+    opt = torch.optim.AdamW(clf.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=r.steps)
+    gen = torch.Generator().manual_seed(r.seed)
+    bs = min(r.batch_size, len(x))
     clf.train()
     perm, pos = torch.randperm(len(x), generator=gen), 0
-    for _ in range(steps):
-        # Walk through a fresh permutation each epoch: every image is seen once per epoch.
-        if pos + batch_size > len(x):
-            perm, pos = torch.randperm(len(x), generator=gen), 0
-        idx = perm[pos : pos + batch_size]
-        pos += batch_size
-        loss = F.cross_entropy(clf(x[idx].to(device)), y[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: keep it local
+        torch.manual_seed(r.seed + 1)
+        for _ in range(r.steps):
+            # Walk through a fresh permutation each epoch: every image is seen once per epoch.
+            if pos + bs > len(x):
+                perm, pos = torch.randperm(len(x), generator=gen), 0
+            idx = perm[pos : pos + bs]
+            pos += bs
+            xb = augment_batch(x[idx], gen) if r.augment else x[idx]
+            logits = clf(xb.to(device))
+            loss = F.cross_entropy(logits, y[idx].to(device), label_smoothing=r.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    clf.set_feature_stats(x.to(device))
     return clf.eval()
 
 
@@ -175,6 +225,14 @@ def predict(clf: DigitClassifier, x: Tensor, batch_size: int = 500) -> Tensor:
     device = next(clf.parameters()).device
     out = [clf(xb.to(device)).argmax(1).cpu() for xb in x.split(batch_size)]
     return torch.cat(out)
+
+
+@torch.no_grad()
+def features(clf: DigitClassifier, x: Tensor, batch_size: int = 500) -> Tensor:
+    """(N, C, H, W) images -> (N, feature_dim) float32 features on the CPU, in batches."""
+    clf.eval()
+    device = next(clf.parameters()).device
+    return torch.cat([clf.features(xb.to(device)).float().cpu() for xb in x.split(batch_size)])
 
 
 def save_classifier(path: str | Path, clf: DigitClassifier, extra: dict | None = None) -> Path:
@@ -200,7 +258,8 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> tuple[DigitC
 
     Raises:
         FileNotFoundError: if the file is missing.
-        ValueError: naming the file when it is truncated or not a classifier checkpoint.
+        ValueError: naming the file when it is truncated, not a classifier checkpoint, or of
+            an older architecture (retrain it: delete the file).
     """
     path = Path(path)
     if not path.is_file():
@@ -208,10 +267,18 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> tuple[DigitC
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
         hp = blob["hparams"]
+    except Exception as e:  # corrupt pickle, missing keys
+        raise ValueError(f"{path} is not a valid DigitClassifier checkpoint: {e}") from e
+    if hp.get("arch") != ARCH:
+        raise ValueError(
+            f"{path} holds a classifier of architecture {hp.get('arch', 'digitcnn/1')!r}, not "
+            f"{ARCH!r}; its scores are not comparable: delete it and let evaluation retrain"
+        )
+    try:
         clf = DigitClassifier(
             tuple(hp["in_shape"]), hp["num_classes"], hp["width"], hp["feature_dim"]
         )
         clf.load_state_dict(blob["state_dict"])
-    except Exception as e:  # corrupt pickle, missing keys, shape mismatch
+    except Exception as e:  # missing keys, shape mismatch
         raise ValueError(f"{path} is not a valid DigitClassifier checkpoint: {e}") from e
     return clf.eval(), dict(blob.get("extra", {}))

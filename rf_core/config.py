@@ -92,3 +92,31 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0)
     seed: int = 0
     log_every: int = Field(50, gt=0)
+
+
+class ClassifierRecipe(BaseModel):
+    """How the classifier is built and trained (part of its cache and registry key).
+
+    Attributes:
+        width: channels of the first block; the second and third have 2× and 4×.
+        feature_dim: width of the penultimate layer returned by ``features``.
+        steps: optimizer steps (1,200 × 128 ≈ 38 epochs of MNIST-5k's 4,000 images).
+        batch_size: images per step.
+        lr: peak AdamW learning rate of the one-cycle schedule.
+        weight_decay: AdamW weight decay.
+        label_smoothing: cross-entropy label smoothing.
+        augment: apply random affine + elastic deformations to every training batch.
+        seed: seeds initialisation, batch order and augmentation.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    width: int = Field(16, gt=0)
+    feature_dim: int = Field(128, gt=0)
+    steps: int = Field(1200, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    augment: bool = True
+    seed: int = 0

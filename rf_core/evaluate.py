@@ -31,6 +31,8 @@ class Score:
     class_acc: float | None = None
     swd: float | None = None
     mmd: float | None = None
+    precision: float | None = None
+    recall: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class EvalRow:
         swd: sliced Wasserstein distance to target samples (2-D toys).
         straightness: S of the model on this noise, same value in every row of a model.
         mmd: squared RBF-kernel MMD to target samples (2-D toys).
+        precision: fraction of samples on the real images' k-NN feature manifold (images).
+        recall: fraction of real images on the samples' k-NN feature manifold (images).
     """
 
     model: str
@@ -58,6 +62,8 @@ class EvalRow:
     swd: float | None
     straightness: float
     mmd: float | None = None
+    precision: float | None = None
+    recall: float | None = None
 
 
 Scorer = Callable[[Tensor, Tensor], Score]
@@ -65,7 +71,7 @@ SampleKey = tuple[str, str, int | None]
 
 
 class ImageScorer:
-    """Scores images with a :class:`FrechetEvaluator`.
+    """Scores images with a :class:`FrechetEvaluator`: Fréchet distance, precision, recall.
 
     Samples are clamped to [-1, 1] first, as when they are saved as pictures; class accuracy is
     reported only when every label is >= 0 (conditional samples).
@@ -79,7 +85,8 @@ class ImageScorer:
         acc = None
         if self.evaluator.classifier is not None and len(y) and int(y.min()) >= 0:
             acc = self.evaluator.class_accuracy(x, y)
-        return Score(fd=self.evaluator.frechet(x), class_acc=acc)
+        s = self.evaluator.score(x)
+        return Score(fd=s.fd, class_acc=acc, precision=s.precision, recall=s.recall)
 
 
 class ToyScorer:
@@ -227,7 +234,8 @@ def nfe_sweep(
         best = samples[best_key]
         s_val = metrics.straightness(model, x0, best.to(x0.device), y, n_t, batch_size)
         for method, s, nfe, sc in cells:
-            rows.append(EvalRow(name, method, s, nfe, sc.fd, sc.class_acc, sc.swd, s_val, sc.mmd))
+            fields = (sc.fd, sc.class_acc, sc.swd, s_val, sc.mmd, sc.precision, sc.recall)
+            rows.append(EvalRow(name, method, s, nfe, *fields))
     return rows, samples
 
 
@@ -237,7 +245,7 @@ def rows_to_markdown(rows: Sequence[EvalRow]) -> str:
     Metric columns that are None in every row are left out; other Nones show as "–".
     """
     cols = ["model", "solver", "steps", "nfe"]
-    metric_cols = ["fd", "class_acc", "swd", "mmd", "straightness"]
+    metric_cols = ["fd", "precision", "recall", "class_acc", "swd", "mmd", "straightness"]
     cols += [c for c in metric_cols if any(getattr(r, c) is not None for r in rows)]
 
     def fmt(v) -> str:

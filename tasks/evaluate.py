@@ -12,6 +12,8 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from rf_core.classifier import ARCH
+from rf_core.config import ClassifierRecipe
 from rf_core.data import TOYS
 from rf_core.evaluate import EvalRow
 from rf_core.solver_spec import SolverSpec
@@ -19,25 +21,25 @@ from rf_core.training import load_checkpoint
 from tasks.data import load_data
 from tasks.results import SweepResult
 
-CLASSIFIER_STEPS = 300
-CLASSIFIER_SEED = 0  # one classifier per dataset, whatever the evaluation seed
-
 
 def classifier_key(
-    dataset: str, root: str | None, steps: int = CLASSIFIER_STEPS, seed: int = CLASSIFIER_SEED
+    dataset: str, root: str | None, recipe: ClassifierRecipe | None = None
 ) -> tuple[str, str]:
     """(key, data digest) naming the classifier trained on ``dataset``'s train split.
 
     The data digest is a sha256 of the training images and labels, so a changed dataset file
-    never reuses a stale classifier; the key adds the training settings.
+    never reuses a stale classifier; the key adds the architecture version and every training
+    setting (``recipe``, default ``ClassifierRecipe()``), so a new recipe trains a new one.
     """
+    recipe = recipe or ClassifierRecipe()
     x, y = load_data(dataset, "train", root=root)
     h = hashlib.sha256()
     for t in (x, y):
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
         h.update(t.contiguous().numpy().tobytes())
     data_digest = h.hexdigest()
-    blob = json.dumps({"dataset": dataset, "data": data_digest, "steps": steps, "seed": seed})
+    settings = {"arch": ARCH, **recipe.model_dump(mode="json")}
+    blob = json.dumps({"dataset": dataset, "data": data_digest, **settings})
     return hashlib.sha256(blob.encode()).hexdigest(), data_digest
 
 
@@ -47,8 +49,7 @@ def train_or_load_classifier(
     root: str | None,
     cache_dir: str,
     key: str,
-    steps: int = CLASSIFIER_STEPS,
-    seed: int = CLASSIFIER_SEED,
+    recipe: ClassifierRecipe | None = None,
     device: str = "cpu",
 ) -> str:
     """Path of the classifier with ``key`` in the local cache, trained first if missing.
@@ -61,10 +62,12 @@ def train_or_load_classifier(
     path = Path(cache_dir) / f"classifier-{dataset}-{key[:16]}.pt"
     if not path.is_file():
         x, y = load_data(dataset, "train", root=root)
-        clf = train_classifier(x, y, steps=steps, seed=seed, device=device)
+        recipe = recipe or ClassifierRecipe()
+        clf = train_classifier(x, y, recipe, device=device)
         # A concurrent run may have cached it first: same data and seed, same weights.
+        extra = {"dataset": dataset, "recipe": recipe.model_dump(mode="json"), "key": key}
         with contextlib.suppress(FileExistsError):
-            save_classifier(path, clf, extra={"dataset": dataset, "steps": steps, "key": key})
+            save_classifier(path, clf, extra=extra)
     return str(path)
 
 

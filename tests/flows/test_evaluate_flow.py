@@ -25,7 +25,12 @@ def _image_config(runs, name: str):
             name=name,
             data={"dataset": "mnist5k"},
             model=model,
-            evaluate={"n_samples": 48, "steps": [1], "adaptive": False, "classifier_steps": 15},
+            evaluate={
+                "n_samples": 48,
+                "steps": [1],
+                "adaptive": False,
+                "classifier": {"steps": 15},
+            },
         )
     )
 
@@ -68,7 +73,7 @@ def test_classifier_is_registered_once_and_reused(prefect_api, runs_dir, image_m
 def test_other_classifier_settings_register_a_new_version(prefect_api, runs_dir, image_model):
     first = evaluate(_image_config(runs_dir, "clf-c"), models=[image_model])
     data = _image_config(runs_dir, "clf-c").model_dump(mode="json")
-    data["evaluate"]["classifier_steps"] = 16
+    data["evaluate"]["classifier"]["steps"] = 16
     second = evaluate(load_config(data), models=[image_model])
     tags = [mlflow.get_run(r.run_id).data.tags for r in (first, second)]
     assert tags[0][tracking.TAG_CLF_VERSION] == "mnist5k-classifier/1"

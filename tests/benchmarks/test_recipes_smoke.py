@@ -1,0 +1,47 @@
+"""The evaluation benchmarks in small: classifier sanity table, throughput, recipe arms."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import arch_throughput, classifier_sanity, recipes
+from rf_core.classifier import DigitClassifier
+
+
+def test_sanity_rows_score_every_set_against_real():
+    torch_clf = DigitClassifier(width=8, feature_dim=16).eval()  # untrained: shape of the table
+    rows = classifier_sanity.sanity_rows(torch_clf)
+    names = [r.images for r in rows]
+    assert names[0] == "real (held out)" and names[-2:] == ["class means", "uniform noise"]
+    assert "speckle 5%" in names and "box blur 5×5" in names
+    assert rows[0].fd_vs_real == 1.0
+    assert all(0 <= r.precision <= 1 and 0 <= r.recall <= 1 for r in rows)
+
+
+def test_throughput_is_relative_to_the_first_arch():
+    rows = arch_throughput.measure(["patch2-16", "full-16"], rounds=1, steps=1, batch=4)
+    assert [r.arch for r in rows] == ["patch2-16", "full-16"]
+    assert rows[0].vs_patch2_train == 1.0 and rows[1].params > 0
+    assert all(r.train_steps_per_s > 0 and r.forwards_per_s > 0 for r in rows)
+
+
+def test_arm_config_sets_every_seed_and_the_overrides(tmp_path):
+    cfg = recipes.arm_config("full", 3, tmp_path)
+    assert cfg["seed"] == cfg["base"]["seed"] == cfg["pairs"]["seed"] == 3
+    assert cfg["reflow"]["train"]["seed"] == 3 and cfg["runs_dir"] == str(tmp_path)
+    assert cfg["model"]["patch_size"] == 1
+    seed = recipes.arm_config("seed", 0, tmp_path)
+    assert seed["pairs"]["solver"] == {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5}
+    with pytest.raises(SystemExit, match="unknown arm 'nope'"):
+        recipes.arm_config("nope", 0, tmp_path)
+
+
+def test_recipe_table_reports_mean_and_spread():
+    def result(seed: int, fd1: float) -> dict:
+        m = {f"fd/euler_{k}": fd1 / k for k in recipes.NFES}
+        m |= {f"{n}/euler_{k}": 0.5 for n in ("precision", "recall") for k in recipes.NFES}
+        m["class_acc/euler_1"] = 0.9
+        return {"arm": "a", "seed": seed, "wall_s": 100.0, "metrics": {"1rf": m, "2rf": m}}
+
+    table = recipes.render_table([result(0, 100.0), result(1, 110.0)])
+    assert "| a | 1rf | 0,1 | 105 ± 5 |" in table and table.count("\n") == 3
