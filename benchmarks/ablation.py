@@ -8,7 +8,7 @@ and classifier), so every row is comparable with the others and with the pipelin
     python -m benchmarks.ablation --config configs/mnist5k.yaml --runs-dir runs/ablation --write
 
 Levers (each toggled from the config's reflow settings): time sampler, loss, init from 1-RF,
-EMA, twice the pairs, pairs from the seed recipe's solver (dopri5 1e-5, issue 6's quality
+EMA, twice the pairs, pairs from the seed recipe's solver (dopri5 1e-5: the pair-quality
 check), and a second training seed of the baseline (run-to-run noise). Results are cached per
 variant under ``<runs>/ablation/``, so an interrupted run resumes.
 """
@@ -164,9 +164,9 @@ def render_table(results: list[dict[str, Any]], ref: dict[str, float], metric: s
     base = next((r["metrics"] for r in results if r["variant"] == "baseline"), {})
     head = (
         f"| variant | lever | {metric}@1 | Δ@1 | {metric}@2 | Δ@2 | {metric}@4 | {metric}@8 "
-        "| class acc@1 | straightness | pairs NFE/pair | train s |"
+        "| prec@1 | rec@1 | class acc@1 | straightness | pairs NFE/pair | train s |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 14]
     one = [("1-RF (reference)", "—", ref, None, None)]
     one += [(r["variant"], r["lever"], r["metrics"], r, r.get("train_s")) for r in results]
     for name, lever, m, r, train_s in one:
@@ -174,7 +174,8 @@ def render_table(results: list[dict[str, Any]], ref: dict[str, float], metric: s
         cells = [
             name, lever, _num(s[0]), _pct(s[0], base.get(f"{metric}/euler_1")) if r else "—",
             _num(s[1]), _pct(s[1], base.get(f"{metric}/euler_2")) if r else "—",
-            _num(s[2]), _num(s[3]), _num(m.get("class_acc/euler_1"), 3),
+            _num(s[2]), _num(s[3]), _num(m.get("precision/euler_1"), 3),
+            _num(m.get("recall/euler_1"), 3), _num(m.get("class_acc/euler_1"), 3),
             _num(m.get("straightness"), 2), _num(r.get("nfe_per_pair") if r else None, 0),
             "pipeline" if r and train_s is None else _num(train_s, 0),
         ]  # fmt: skip
@@ -183,7 +184,7 @@ def render_table(results: list[dict[str, Any]], ref: dict[str, float], metric: s
 
 
 def summary(results: list[dict[str, Any]], ref: dict[str, float], metric: str) -> list[str]:
-    """Plain-language lines: run-to-run noise, the issue-6 quality check, the best row."""
+    """Plain-language lines: run-to-run noise, the pair-quality check, the best row."""
     by = {r["variant"]: r["metrics"].get(f"{metric}/euler_1") for r in results}
     base, out = by.get("baseline"), []
     if base is not None and by.get("seed1") is not None:
@@ -196,7 +197,7 @@ def summary(results: list[dict[str, Any]], ref: dict[str, float], metric: str) -
         ratio = base / by["seed-pairs"]
         verdict = "within 5%: met" if ratio <= 1.05 else "more than 5% worse: not met"
         out.append(
-            f"- Quality check (issue 6): 2-RF on default pairs {metric}@1 = {base:.1f}, on "
+            f"- Pair-quality check: 2-RF on default pairs {metric}@1 = {base:.1f}, on "
             f"seed-recipe pairs {by['seed-pairs']:.1f}; ratio default/seed = {ratio:.3f} "
             f"({verdict})."
         )
@@ -222,7 +223,7 @@ def render(
         base = {**results[0], "lever": "(baseline not in this call)"}
     t = base["train"]
     lines = [
-        "## RF++ ablation: 2-RF training levers (issue 5) and the reflow quality check (issue 6)",
+        "## RF++ ablation: 2-RF training levers and the pair-quality check",
         "",
         f"Command: `{command}` · {time.strftime('%Y-%m-%d')} · {machine_line()} · "
         f"{seconds:.0f} s in this call",

@@ -21,6 +21,8 @@ from rf_core.training import load_checkpoint
 from tasks.data import load_data
 from tasks.results import SweepResult
 
+SAMPLES_FIGURE = "samples_by_nfe.png"
+
 
 def classifier_key(
     dataset: str, root: str | None, recipe: ClassifierRecipe | None = None
@@ -142,7 +144,7 @@ def evaluate_models(
         The rows, each model's flat MLflow metrics, and the figure files.
     """
     from rf_core.evaluate import nfe_sweep, sweep_inputs
-    from tasks.plots import plot_quality, plot_samples, plot_toy_trajectories
+    from tasks.plots import plot_quality, plot_sample_figure, plot_samples, plot_toy_trajectories
 
     models = {name: load_checkpoint(p, map_location=device)[0] for name, p in checkpoints.items()}
     cfg = next(iter(models.values())).config
@@ -156,6 +158,8 @@ def evaluate_models(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = [plot_quality(rows, out / "quality_vs_nfe.png")]
+    if dataset not in TOYS:  # models × NFE, same noise and labels: the run's one picture
+        figures.append(plot_sample_figure(samples, out / SAMPLES_FIGURE))
     figures += plot_samples(samples, out, dataset in TOYS)
     if dataset in TOYS:  # the picture of what reflow does: curved paths become straight
         target, _ = load_data(dataset, "test", n_toy=len(x0), seed=seed)

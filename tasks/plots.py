@@ -31,6 +31,43 @@ def plot_quality(rows: list, path: Path) -> Path:
     return path
 
 
+def plot_sample_figure(samples: dict, path: Path, solver: str = "euler", n_show: int = 20) -> Path:
+    """The one picture of a run: a row per model, a column per step count, the same noise and
+    labels in every cell (the first ``n_show`` samples, ten per grid row).
+
+    Args:
+        samples: {(model, solver, steps): (N, C, H, W) samples in [-1, 1]} from the NFE sweep.
+        path: PNG file to write.
+        solver: which solver's rows to show (fixed-step).
+        n_show: samples per cell.
+    """
+    from torchvision.utils import make_grid
+
+    keys = [k for k in samples if k[1] == solver and k[2] is not None]
+    models = list(dict.fromkeys(k[0] for k in keys))
+    steps = sorted({k[2] for k in keys})
+    cell_w = 3.0  # inches; a cell holds ten digits per row, so its height is cell_w / 10 per row
+    cell_h = cell_w * -(-n_show // 10) / 10
+    size = (cell_w * len(steps) + 0.4, (cell_h + 0.35) * len(models) + 0.2)
+    fig, axes = plt.subplots(len(models), len(steps), figsize=size, squeeze=False)
+    for i, name in enumerate(models):
+        for j, k in enumerate(steps):
+            x = samples[(name, solver, k)][:n_show].float().clamp(-1, 1)
+            grid = make_grid(x, nrow=10, padding=1, normalize=True, value_range=(-1, 1))
+            ax = axes[i][j]
+            ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"{k} step{'s' if k > 1 else ''} (NFE {k})", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(name, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_samples(samples: dict, out: Path, toy: bool, n_show: int = 64) -> list[Path]:
     """Toys: one scatter figure per model (a panel per solver setting). Images: one grid PNG
     per (model, setting), e.g. ``grid_2rf_euler_1.png``."""

@@ -98,7 +98,7 @@ def test_ablation_runs_every_lever_and_writes_its_section(run):
     assert "keep me" in text and text.count("<!-- ablation:start -->") == 1
     section = text.split("<!-- ablation:start -->")[1].split("<!-- ablation:end -->")[0]
     assert all(f"| {n} |" in section for n in names) and "| 1-RF (reference) |" in section
-    assert "Quality check (issue 6)" in section and "Run-to-run noise" in section
+    assert "Pair-quality check" in section and "Run-to-run noise" in section
     # a second call reuses every cached result: nothing retrained, same numbers
     stamps = {p: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
     assert main(argv[:4]) == results

@@ -55,6 +55,11 @@ def test_classifier_is_registered_once_and_reused(prefect_api, runs_dir, image_m
     assert [m.model_id for m in run1.outputs.model_outputs] == [clf_id]
     lm = mlflow.get_logged_model(clf_id)
     assert len(lm.tags[tracking.TAG_CLF_DATA]) == 64
+    figures = mlflow.MlflowClient().list_artifacts(first["run_id"], "figures")
+    assert "figures/samples_by_nfe.png" in {a.path for a in figures}  # models × NFE picture
+    assert (
+        "1rf/precision/euler_1" in run1.data.metrics and "1rf/recall/euler_1" in run1.data.metrics
+    )
 
     # Without the local cache, in another experiment: found in MLflow, not retrained.
     shutil.rmtree(cache)
