@@ -34,7 +34,7 @@ from benchmarks.ablation_steps import (
     score,
     train_2rf,
 )
-from benchmarks.common import BENCHMARKS_MD, machine_line, write_section
+from benchmarks.common import BENCHMARKS_MD, machine_line, publish
 from rf_core.config import TrainConfig
 from rf_core.training import load_checkpoint
 from storage.pairstore import PairStore
@@ -286,11 +286,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     results = [r for v in rows if (r := run_variant(v, inputs, base, out, log))]
     command = "python -m benchmarks.ablation " + " ".join(sys.argv[1:] if argv is None else argv)
     body = render(results, ref, command.strip(), time.perf_counter() - start)
-    if a.notes:
-        body += "\n\n" + Path(a.notes).read_text().strip()
-    print(body)
-    if a.write:
-        write_section(SECTION, body, Path(a.bench_md))
+    publish(SECTION, body, a.write, a.bench_md, a.notes)
     return results
 
 

@@ -16,12 +16,11 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from benchmarks.common import BENCHMARKS_MD, machine_line, markdown_table, write_section
+from benchmarks.common import BENCHMARKS_MD, machine_line, markdown_table, publish
 from rf_core.augment import DEGRADATIONS
 from rf_core.classifier import (
     DigitClassifier,
@@ -112,9 +111,7 @@ def main(argv: list[str] | None = None) -> list[SanityRow]:
         "",
         markdown_table(rows),
     ])  # fmt: skip
-    print(body)
-    if a.write:
-        write_section(SECTION, body, Path(a.bench_md))
+    publish(SECTION, body, a.write, a.bench_md)
     return rows
 
 

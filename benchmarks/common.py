@@ -146,3 +146,16 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     """Rewrite one marked section of ``path`` in place (creating the file when absent)."""
     text = path.read_text() if path.exists() else "# rectiflow benchmarks\n"
     path.write_text(replace_section(text, name, body))
+
+
+def publish(
+    name: str, body: str, write: bool, path: str | Path = BENCHMARKS_MD, notes: str | None = None
+) -> str:
+    """Print a benchmark's section (with the hand-written ``notes`` file appended, if any) and
+    rewrite it in ``path`` when ``write``; returns the body."""
+    if notes:
+        body += "\n\n" + Path(notes).read_text().strip()
+    print(body)
+    if write:
+        write_section(name, body, Path(path))
+    return body

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import BENCHMARKS_MD, ROOT, machine_line, write_section
+from benchmarks.common import BENCHMARKS_MD, ROOT, machine_line, publish
 
 SECTION = "recipes"
 NFES = (1, 2, 4, 8)
@@ -196,11 +196,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "",
         render_table(results),
     ])  # fmt: skip
-    if a.notes:
-        body += "\n\n" + Path(a.notes).read_text().strip()
-    print(body)
-    if a.write:
-        write_section(SECTION, body, Path(a.bench_md))
+    publish(SECTION, body, a.write, a.bench_md, a.notes)
     return results
 
 

@@ -8,9 +8,10 @@ from benchmarks import arch_throughput, classifier_sanity, recipes
 from rf_core.classifier import DigitClassifier
 
 
+@pytest.mark.slow  # ten sets of 500 digits through the classifier: ~20 s idle, a minute loaded
 def test_sanity_rows_score_every_set_against_real():
-    torch_clf = DigitClassifier(width=8, feature_dim=16).eval()  # untrained: shape of the table
-    rows = classifier_sanity.sanity_rows(torch_clf)
+    clf = DigitClassifier(width=8, feature_dim=16).eval()  # untrained: shape of the table
+    rows = classifier_sanity.sanity_rows(clf)
     names = [r.images for r in rows]
     assert names[0] == "real (held out)" and names[-2:] == ["class means", "uniform noise"]
     assert "speckle 5%" in names and "box blur 5×5" in names
@@ -18,6 +19,7 @@ def test_sanity_rows_score_every_set_against_real():
     assert all(0 <= r.precision <= 1 and 0 <= r.recall <= 1 for r in rows)
 
 
+@pytest.mark.slow  # builds and warms up two U-Nets at 28×28: ~15 s idle, 45 s loaded
 def test_throughput_is_relative_to_the_first_arch():
     rows = arch_throughput.measure(["patch2-16", "full-16"], rounds=1, steps=1, batch=4)
     assert [r.arch for r in rows] == ["patch2-16", "full-16"]
