@@ -55,8 +55,9 @@ def _set(data: dict, dotted: str, value: Any) -> None:
     data[last] = value
 
 
-def arm_config(arm: str, seed: int, runs_dir: Path) -> dict:
-    """The arm's config as a dict: overrides applied, every seed set to ``seed``."""
+def arm_config(arm: str, seed: int, runs_dir: Path, base_only: bool = False) -> dict:
+    """The arm's config as a dict: overrides applied, every seed set to ``seed`` (and no reflow
+    round when ``base_only``: the 1-RF alone)."""
     if arm not in ARMS:
         raise SystemExit(f"--arms: unknown arm {arm!r}; known: {', '.join(ARMS)}")
     path, overrides = ARMS[arm]
@@ -66,6 +67,8 @@ def arm_config(arm: str, seed: int, runs_dir: Path) -> dict:
     for key in ("seed", "base.seed", "pairs.seed", "reflow.train.seed"):
         _set(data, key, seed)
     data["runs_dir"] = str(runs_dir)
+    if base_only:
+        data["reflow"]["rounds"] = 0
     return data
 
 
@@ -83,10 +86,10 @@ def run_pipeline(cfg_path: Path, log_path: Path, threads: int) -> float:
     return time.perf_counter() - start
 
 
-def checkpoints(runs_dir: Path, experiment: str) -> dict[str, str]:
+def checkpoints(runs_dir: Path, experiment: str, models: tuple[str, ...]) -> dict[str, str]:
     """{"1rf": path, "2rf": path} of a finished pipeline run (exactly one of each)."""
     out = {}
-    for k in ("1rf", "2rf"):
+    for k in models:
         found = sorted((runs_dir / "checkpoints").glob(f"{experiment}-{k}-*.pt"))
         if len(found) != 1:
             raise RuntimeError(f"{runs_dir}: expected one {k} checkpoint, found {found}")
@@ -106,28 +109,43 @@ def score(ckpts: dict[str, str], cfg: dict, classifier: str, out_dir: Path) -> d
     return res["metrics"]
 
 
-def run_arm(arm: str, seed: int, out: Path, threads: int, classifier: str, log=print) -> dict:
-    """Run (or reuse) one (arm, seed); the result is cached in ``out/results``."""
+def run_arm(
+    arm: str,
+    seed: int,
+    out: Path,
+    threads: int,
+    classifier: str,
+    base_only: bool = False,
+    log=print,
+) -> dict:
+    """Run (or reuse) one (arm, seed); the result is cached in ``out/results``.
+
+    ``base_only`` runs (or reuses, from the same runs folder) the arm's 1-RF alone; its wall
+    time then counts only what this call ran.
+    """
     name = f"{arm}-s{seed}"
-    result_path = out / "results" / f"{name}.json"
+    tag = f"{name}-1rf" if base_only else name
+    result_path = out / "results" / f"{tag}.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
     runs_dir = (out / name).resolve()
-    cfg = arm_config(arm, seed, runs_dir)
-    cfg_path = out / f"{name}.yaml"
+    cfg = arm_config(arm, seed, runs_dir, base_only)
+    cfg_path = out / f"{tag}.yaml"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    wall_path = runs_dir / "wall.json"
+    wall_path = runs_dir / f"wall{'-1rf' if base_only else ''}.json"
     if not wall_path.is_file():
-        log(f"{name}: running the pipeline ({threads} threads)")
+        log(f"{tag}: running the pipeline ({threads} threads)")
         load = os.getloadavg()[0]
-        wall = run_pipeline(cfg_path, out / f"{name}.log", threads)
+        wall = run_pipeline(cfg_path, out / f"{tag}.log", threads)
         stamp = {"wall_s": wall, "threads": threads, "load_start": load}
         wall_path.write_text(json.dumps({**stamp, "load_end": os.getloadavg()[0]}))
     stamp = json.loads(wall_path.read_text())
-    log(f"{name}: pipeline {stamp['wall_s']:.0f} s; scoring with {classifier}")
-    metrics = score(checkpoints(runs_dir, cfg["name"]), cfg, classifier, out / "eval" / name)
-    result = {"arm": arm, "seed": seed, **stamp, "metrics": metrics}
+    log(f"{tag}: pipeline {stamp['wall_s']:.0f} s; scoring with {classifier}")
+    models = ("1rf",) if base_only else ("1rf", "2rf")
+    ckpts = checkpoints(runs_dir, cfg["name"], models)
+    metrics = score(ckpts, cfg, classifier, out / "eval" / tag)
+    result = {"arm": arm, "seed": seed, "base_only": base_only, **stamp, "metrics": metrics}
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=1))
     return result
@@ -149,7 +167,9 @@ def render_table(results: list[dict]) -> str:
     for arm in arms:
         rs = [r for r in results if r["arm"] == arm]
         for model in ("1rf", "2rf"):
-            ms = [r["metrics"][model] for r in rs]
+            ms = [r["metrics"][model] for r in rs if model in r["metrics"]]
+            if not ms:
+                continue
 
             def cell(key: str, ms=ms) -> str:
                 return _mean_spread([m[key] for m in ms])
@@ -158,7 +178,8 @@ def render_table(results: list[dict]) -> str:
             cells += [cell(f"fd/euler_{k}") for k in NFES]
             cells += [cell(f"precision/euler_{k}") for k in (1, 8)]
             cells += [cell(f"recall/euler_{k}") for k in (1, 8)]
-            cells += [cell("class_acc/euler_1"), _mean_spread([r["wall_s"] for r in rs])]
+            walls = [r["wall_s"] for r in rs if not r.get("base_only")]
+            cells += [cell("class_acc/euler_1"), _mean_spread(walls) if walls else "—"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -168,6 +189,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--arms", default="seed,default", help=f"comma-separated: {', '.join(ARMS)}")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--threads", type=int, default=2, help="torch threads of each pipeline")
+    p.add_argument("--base-only", action="store_true", help="the arms' 1-RF alone")
     p.add_argument("--classifier", required=True, help="the shared classifier checkpoint")
     p.add_argument("--out", default=str(ROOT / "runs" / "recipes"))
     p.add_argument("--write", action="store_true", help="rewrite the BENCHMARKS.md section")
@@ -180,7 +202,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
     results = [
-        run_arm(arm, int(s), out, a.threads, a.classifier, log)
+        run_arm(arm, int(s), out, a.threads, a.classifier, a.base_only, log)
         for arm in a.arms.split(",")
         for s in a.seeds.split(",")
     ]

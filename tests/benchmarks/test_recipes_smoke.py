@@ -34,6 +34,7 @@ def test_arm_config_sets_every_seed_and_the_overrides(tmp_path):
     assert cfg["model"]["patch_size"] == 1
     seed = recipes.arm_config("seed", 0, tmp_path)
     assert seed["pairs"]["solver"] == {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5}
+    assert recipes.arm_config("full", 3, tmp_path, base_only=True)["reflow"]["rounds"] == 0
     with pytest.raises(SystemExit, match="unknown arm 'nope'"):
         recipes.arm_config("nope", 0, tmp_path)
 
@@ -47,3 +48,7 @@ def test_recipe_table_reports_mean_and_spread():
 
     table = recipes.render_table([result(0, 100.0), result(1, 110.0)])
     assert "| a | 1rf | 0,1 | 105 ± 5 |" in table and table.count("\n") == 3
+    base = {**result(2, 90.0), "arm": "b", "base_only": True}
+    del base["metrics"]["2rf"]
+    table = recipes.render_table([base])  # a 1-RF alone: one row, no pipeline wall time
+    assert table.count("\n") == 2 and table.endswith("| 0.9 | — |")
