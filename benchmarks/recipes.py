@@ -106,7 +106,7 @@ def score(ckpts: dict[str, str], cfg: dict, classifier: str, out_dir: Path) -> d
         ckpts, "mnist5k", str(out_dir), steps=tuple(e.get("steps", NFES)), adaptive=False,
         n_samples=e.get("n_samples", 1000), seed=e.get("seed", 1234), classifier=classifier,
     )  # fmt: skip
-    return res["metrics"]
+    return {k: dict(v) for k, v in res.metrics.items()}
 
 
 def run_arm(

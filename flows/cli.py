@@ -148,6 +148,8 @@ def run(
     out.print(summary_table(result.rows))
     for m in result.models:
         out.print(f"  {m.name}: {m.registered}  ({m.uri})")
+    if result.figure:
+        out.print(f"samples (models × NFE): {result.figure}")
     out.print(f"pipeline finished in {time.perf_counter() - start:.0f} s")
     _ui_hints(cfg)
 

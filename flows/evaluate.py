@@ -11,7 +11,12 @@ from flows.stage import StageRunner, StageSpec
 from rf_core.data import TOYS
 from rf_core.evaluate import rows_to_markdown
 from storage import tracking
-from tasks.evaluate import classifier_key, evaluate_models, train_or_load_classifier
+from tasks.evaluate import (
+    SAMPLES_FIGURE,
+    classifier_key,
+    evaluate_models,
+    train_or_load_classifier,
+)
 from tasks.results import EvalResult
 
 
@@ -100,4 +105,5 @@ def evaluate(
             tracking.log_artifact(path, "figures")
         run.markdown("nfe-sweep", "NFE sweep", rows_to_markdown(sweep.rows))
     model_ids = {n: r.model_id or r.checkpoint for n, r in zip(names, refs, strict=True)}
-    return EvalResult(sweep.rows, model_ids, run.run_id)
+    figure = next((f for f in sweep.figures if f.endswith(SAMPLES_FIGURE)), None)
+    return EvalResult(sweep.rows, model_ids, run.run_id, figure)

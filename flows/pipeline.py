@@ -25,6 +25,7 @@ class PipelineResult:
         models: 1-RF, 2-RF, ... then the distilled student if any, each registered.
         stores: the pair set of each reflow round.
         rows: the evaluation of every model (same noise and labels).
+        figure: images: the models × NFE sample figure in the runs folder (also in MLflow).
     """
 
     experiment_id: str
@@ -32,6 +33,7 @@ class PipelineResult:
     models: tuple[tracking.ModelRef, ...]
     stores: tuple[PairSetResult, ...]
     rows: tuple[EvalRow, ...]
+    figure: str | None = None
 
 
 def pipeline_stage(cfg: PipelineConfig) -> StageSpec:
@@ -78,5 +80,5 @@ def pipeline(config: PipelineConfig | str) -> PipelineResult:
             models.append(student)
         result = evaluate(cfg, models=[m.uri for m in models], parent_run_id=run.run_id)
     return PipelineResult(
-        stages.experiment_id, run.run_id, tuple(models), tuple(stores), result.rows
+        stages.experiment_id, run.run_id, tuple(models), tuple(stores), result.rows, result.figure
     )

@@ -135,8 +135,10 @@ class EvalResult:
         rows: the sweep's rows (model names as in ``models``).
         models: {model name ("1rf", "2rf", "2rf-distill"): model id, or checkpoint path}.
         run_id: the MLflow run of the evaluation stage.
+        figure: images: the models × NFE sample figure in the runs folder (also in MLflow).
     """
 
     rows: tuple[EvalRow, ...]
     models: Mapping[str, str]
     run_id: str
+    figure: str | None = None

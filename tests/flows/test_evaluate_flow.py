@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -55,8 +56,9 @@ def test_classifier_is_registered_once_and_reused(prefect_api, runs_dir, image_m
     assert [m.model_id for m in run1.outputs.model_outputs] == [clf_id]
     lm = mlflow.get_logged_model(clf_id)
     assert len(lm.tags[tracking.TAG_CLF_DATA]) == 64
-    figures = mlflow.MlflowClient().list_artifacts(first["run_id"], "figures")
+    figures = mlflow.MlflowClient().list_artifacts(first.run_id, "figures")
     assert "figures/samples_by_nfe.png" in {a.path for a in figures}  # models × NFE picture
+    assert first.figure.endswith("samples_by_nfe.png") and Path(first.figure).is_file()
     assert (
         "1rf/precision/euler_1" in run1.data.metrics and "1rf/recall/euler_1" in run1.data.metrics
     )
