@@ -188,14 +188,14 @@ def score(inputs: RunInputs, name: str, ckpt: Path, out_dir: Path) -> dict[str, 
     Returns:
         Flat metrics, e.g. {"fd/euler_1": .., "class_acc/euler_1": .., "straightness": ..}.
     """
-    from tasks.evaluate import evaluate_models
+    from tasks.evaluate import EvalJob, evaluate_models
 
     e, d = inputs.cfg.evaluate, inputs.cfg.data
-    res = evaluate_models.fn(
+    res = evaluate_models.fn(EvalJob(
         {name: str(ckpt)}, d.dataset, str(out_dir), root=d.root, steps=e.steps,
         adaptive=e.adaptive, n_samples=e.n_samples, batch_size=e.batch_size, seed=e.seed,
         device="cpu", classifier=inputs.classifier,
-    )  # fmt: skip
+    ))  # fmt: skip
     return dict(res.metrics[name])
 
 

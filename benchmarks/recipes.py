@@ -99,13 +99,13 @@ def checkpoints(runs_dir: Path, experiment: str, models: tuple[str, ...]) -> dic
 
 def score(ckpts: dict[str, str], cfg: dict, classifier: str, out_dir: Path) -> dict:
     """The pipeline's evaluation of the checkpoints with the shared classifier."""
-    from tasks.evaluate import evaluate_models
+    from tasks.evaluate import EvalJob, evaluate_models
 
     e = cfg.get("evaluate", {})
-    res = evaluate_models.fn(
+    res = evaluate_models.fn(EvalJob(
         ckpts, "mnist5k", str(out_dir), steps=tuple(e.get("steps", NFES)), adaptive=False,
         n_samples=e.get("n_samples", 1000), seed=e.get("seed", 1234), classifier=classifier,
-    )  # fmt: skip
+    ))  # fmt: skip
     return {k: dict(v) for k, v in res.metrics.items()}
 
 

@@ -35,7 +35,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from flows.cli_errors import ENV_DEBUG, exit_codes, set_debug
+from flows.cli_errors import ENV_DEBUG, debugging, exit_codes, set_debug
+from flows.cli_logging import console_tracebacks, quiet_migrations
 from flows.cli_pairs import pairs_app
 from flows.cli_tables import compare_table, summary_table
 from flows.config import PipelineConfig, load_config
@@ -58,6 +59,7 @@ def main(
 ) -> None:
     """Rectified Flow pipeline: train, generate pairs, reflow, evaluate (Prefect + MLflow)."""
     set_debug(debug)
+    quiet_migrations()
 
 
 def _config(
@@ -116,10 +118,13 @@ class _Bars:
 def _call(flow: str, *args: Any, **kwargs: Any) -> Any:
     """Run ``flow`` ("module:function", imported only now: inputs are checked, Prefect is needed)
     with progress bars; an error ends the command with one line (exit 1, or 2 for bad input the
-    checks before the flow could not see)."""
+    checks before the flow could not see). Prefect's own log of the failure comes without its
+    traceback unless debugging (flows/cli_logging.py)."""
     module, name = flow.split(":")
     with exit_codes(), _Bars():
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+        run_flow = getattr(importlib.import_module(module), name)
+        with console_tracebacks(debugging):
+            return run_flow(*args, **kwargs)
 
 
 def _ui_hints(cfg: PipelineConfig) -> None:

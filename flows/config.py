@@ -158,7 +158,7 @@ class PipelineConfig(_Frozen):
     Attributes:
         name: config name; also the MLflow experiment (unless tracking.experiment is set).
         runs_dir: folder holding mlflow.db, mlartifacts/, stores/ and checkpoints/ (made absolute).
-        seed: seed of the base model's data draw and parameter init.
+        seed: seed of the base model's data draw and batches (its init is ``base.seed``).
         resume: reuse finished stages of an identical earlier run (by config digest) and resume
             pair stores; False retrains everything.
     """

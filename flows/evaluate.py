@@ -13,6 +13,7 @@ from rf_core.evaluate import rows_to_markdown
 from storage import tracking
 from tasks.evaluate import (
     SAMPLES_FIGURE,
+    EvalJob,
     classifier_key,
     evaluate_models,
     train_or_load_classifier,
@@ -89,13 +90,13 @@ def evaluate(
             clf = ensure_classifier(cfg, device)
             tracking.tag_classifier(clf)  # which classifier version these numbers come from
             classifier = clf.checkpoint
-        sweep = evaluate_models(
+        sweep = evaluate_models(EvalJob(
             {n: r.checkpoint for n, r in zip(names, refs, strict=True)},
             cfg.data.dataset,
             str(cfg.runs / "eval" / run.run_id),
             root=cfg.data.root, steps=e.steps, adaptive=e.adaptive, n_samples=e.n_samples,
             batch_size=e.batch_size, seed=e.seed, device=device, classifier=classifier,
-        )  # fmt: skip
+        ))  # fmt: skip
         for name, r in zip(names, refs, strict=True):
             if r.model_id:  # metrics on the model's page in MLflow
                 tracking.log_model_metrics(sweep.metrics[name], r.model_id)

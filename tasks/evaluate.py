@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -118,27 +119,40 @@ def row_metrics(rows: list[EvalRow]) -> dict[str, float]:
     return out
 
 
-@task(cache_policy=NO_CACHE)
-def evaluate_models(
-    checkpoints: dict[str, str],
-    dataset: str,
-    out_dir: str,
-    *,
-    root: str | None = None,
-    steps: tuple[int, ...] = (1, 2, 4, 8),
-    adaptive: bool = True,
-    n_samples: int = 1000,
-    batch_size: int | None = None,
-    seed: int = 1234,
-    device: str = "cpu",
-    classifier: str | None = None,
-) -> SweepResult:
-    """Sweep NFE for every model from the same noise and labels; write plots into ``out_dir``.
+@dataclasses.dataclass(frozen=True)
+class EvalJob:
+    """What an NFE sweep of several models needs.
 
-    Args:
-        checkpoints: {model name (e.g. "1rf"): checkpoint path}.
+    Attributes:
+        checkpoints: {model name (e.g. "1rf"): checkpoint path}; all get the same noise.
         dataset: dataset name (decides the scorer).
+        out_dir: folder the figures are written to.
+        root: torchvision dataset root (image datasets other than mnist5k).
+        steps: Euler step counts.
+        adaptive: also sample with dopri5.
+        n_samples: noise draws shared by every model.
+        batch_size: samples per solve (None: all at once).
+        seed: seed of the shared noise and labels.
+        device: where to sample.
         classifier: image datasets: checkpoint of the Fréchet classifier (default: local cache).
+    """
+
+    checkpoints: Mapping[str, str]
+    dataset: str
+    out_dir: str
+    root: str | None = None
+    steps: tuple[int, ...] = (1, 2, 4, 8)
+    adaptive: bool = True
+    n_samples: int = 1000
+    batch_size: int | None = None
+    seed: int = 1234
+    device: str = "cpu"
+    classifier: str | None = None
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate_models(job: EvalJob) -> SweepResult:
+    """Sweep NFE for every model of ``job`` from the same noise and labels; write its plots.
 
     Returns:
         The rows, each model's flat MLflow metrics, and the figure files.
@@ -146,16 +160,17 @@ def evaluate_models(
     from rf_core.evaluate import nfe_sweep, sweep_inputs
     from tasks.plots import plot_quality, plot_sample_figure, plot_samples, plot_toy_trajectories
 
-    models = {name: load_checkpoint(p, map_location=device)[0] for name, p in checkpoints.items()}
+    device, dataset, seed = job.device, job.dataset, job.seed
+    models = {n: load_checkpoint(p, map_location=device)[0] for n, p in job.checkpoints.items()}
     cfg = next(iter(models.values())).config
-    x0, y = sweep_inputs(cfg.data_shape, n_samples, cfg.num_classes, seed)
-    cache = Path(out_dir).parent / "classifiers"
-    scorer = build_scorer(dataset, root, seed, cache, device, classifier)
+    x0, y = sweep_inputs(cfg.data_shape, job.n_samples, cfg.num_classes, seed)
+    cache = Path(job.out_dir).parent / "classifiers"
+    scorer = build_scorer(dataset, job.root, seed, cache, device, job.classifier)
     with torch.random.fork_rng():
         rows, samples = nfe_sweep(
-            models, x0.to(device), y.to(device), scorer, steps, adaptive, batch_size
+            models, x0.to(device), y.to(device), scorer, job.steps, job.adaptive, job.batch_size
         )
-    out = Path(out_dir)
+    out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = [plot_quality(rows, out / "quality_vs_nfe.png")]
     if dataset not in TOYS:  # models × NFE, same noise and labels: the run's one picture

@@ -18,10 +18,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
+import requests
+import urllib3
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.utils.credentials import get_default_host_creds
-from mlflow.utils.rest_utils import http_request, verify_rest_response
+from mlflow.utils.rest_utils import http_request
 
 ENV_URI = "MLFLOW_TRACKING_URI"
 # A dead server must fail in seconds: MLflow's own client retries 7 times with backoff (minutes).
@@ -59,24 +61,52 @@ def check_server(uri: str, setting: str = ENV_URI) -> None:
         TrackingServerError: naming ``setting`` and what to do when the server does not answer
             (or answers as something other than an MLflow server).
     """
-    endpoint = "/api/2.0/mlflow/experiments/search"
     try:
         response = http_request(
             get_default_host_creds(uri),
-            endpoint,
+            "/api/2.0/mlflow/experiments/search",
             "GET",
             max_retries=0,
             backoff_factor=0,
             timeout=PROBE_TIMEOUT_S,
             params={"max_results": 1},
         )
-        verify_rest_response(response, endpoint)
+        problem = None if response.status_code == 200 else _wrong_answer(response.status_code)
     except MlflowException as e:
+        problem = f"did not answer: {_no_answer(e)}"
+    if problem is not None:
         raise TrackingServerError(
-            f"MLflow tracking server {uri} (from {setting}) did not answer: "
-            f"{str(e.message)[:300]}. Start it (e.g. `mlflow server --host 127.0.0.1 --port "
-            f"5000`), fix {setting}, or unset it to track in the runs folder (SQLite)."
-        ) from None
+            f"MLflow tracking server {uri} (from {setting}) {problem}. Start it (e.g. `mlflow "
+            f"server --host 127.0.0.1 --port 5000`), fix {setting}, or unset it to track in the "
+            "runs folder (SQLite)."
+        )
+
+
+def _no_answer(error: MlflowException) -> str:
+    """Why a request got no answer, in a few words (MLflow's message quotes urllib3's)."""
+    cause = error.__context__  # the requests exception MLflow's client caught
+    if isinstance(cause, requests.exceptions.Timeout):
+        return f"nothing came back within {PROBE_TIMEOUT_S} s"
+    if not isinstance(cause, requests.exceptions.ConnectionError):
+        return type(cause or error).__name__
+    failure = getattr(cause.args[0], "reason", None) if cause.args else None
+    if isinstance(failure, urllib3.exceptions.NameResolutionError):
+        return "its host name does not resolve"
+    if isinstance(getattr(failure, "__context__", None), ConnectionRefusedError):
+        return "connection refused (nothing listens at that address)"
+    if isinstance(cause, requests.exceptions.SSLError):
+        return "the TLS handshake failed (is it an http:// server?)"
+    return "the connection failed"
+
+
+def _wrong_answer(status: int) -> str:
+    """What an answer other than 200 to the probe means."""
+    if status in (401, 403):
+        return (
+            f"refused the request (HTTP {status}): set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) for it"
+        )
+    return f"did not answer as an MLflow server does (HTTP {status} to an API request)"
 
 
 def configure(runs_dir: str | Path, uri: str | None = None) -> str:

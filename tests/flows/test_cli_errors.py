@@ -92,6 +92,9 @@ CASES = [
      "store: {dir}/notastore holds something that is not a pair store"),
     ("generate-unknown-id", "generate {cfg} --model models:/m-feed",
      "model: cannot resolve 'models:/m-feed'"),
+    # A runs folder without mlflow.db: MLflow creates its tables first, and says nothing of it.
+    ("generate-unknown-id-new-runs", "generate {cfg} --model models:/m-feed --runs-dir {dir}/new",
+     "model: cannot resolve 'models:/m-feed' in MLflow at sqlite:///{dir}/new/mlflow.db"),
     ("generate-other-architecture", "generate {cfg} --model {dir}/wide.pt",
      "model: checkpoint {dir}/wide.pt holds another architecture"),
     ("run-missing-config", "run {dir}/nope.yaml", "config file {dir}/nope.yaml does not exist"),
@@ -140,7 +143,10 @@ def test_bad_input_is_one_line_and_exit_2_before_any_flow(outcomes, world, case,
     assert lines == [lines[0]] and lines[0].startswith("error: "), out.stderr[-3000:]
     assert says.format(**world) in lines[0]
     assert out.stdout == ""  # nothing ran: no progress, no Prefect server, no table
-    for internal in ("Traceback", "Prefect", "GroupNotFoundError", "weights_only", "LocalStore("):
+    for internal in (
+        "Traceback", "Prefect", "GroupNotFoundError", "weights_only", "LocalStore(",
+        "HTTPConnectionPool", "urllib3", "database tables",
+    ):  # fmt: skip
         assert internal not in out.stderr
 
 
@@ -152,7 +158,7 @@ def test_bad_inputs_changed_nothing(outcomes, world):
     assert not (d / "elsewhere" / "mlflow.db").exists()
 
 
-@pytest.mark.slow  # a real flow run: the stage starts, meets the damage and fails
+@pytest.mark.slow  # two real flow runs: the stage starts, meets the damage and fails
 def test_damaged_chunk_met_by_a_stage_exits_1_naming_chunk_and_repair(prefect_api, world):
     d = Path(world["dir"])
     damaged = d / "damaged.zarr"
@@ -161,13 +167,20 @@ def test_damaged_chunk_met_by_a_stage_exits_1_naming_chunk_and_repair(prefect_ap
     data = bytearray(x1.read_bytes())
     data[20] ^= 0xFF
     x1.write_bytes(bytes(data))
-    env = _env(PREFECT_API_URL=prefect_api)
-    out = _cli(["train-reflow", world["cfg"], "--store", str(damaged)], d, env)
+    argv = ["train-reflow", world["cfg"], "--store", str(damaged)]
+    out = _cli(argv, d, _env(PREFECT_API_URL=prefect_api))
     assert out.returncode == 1, out.stderr[-3000:]
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: stage train_reflow (MLflow run "), last
     assert f"pair store {damaged}: chunk 1 is corrupt" in last
     assert f"rectiflow pairs verify --repair {damaged}" in last
+    # Prefect still logs the failure, as one line: its traceback only with --debug.
+    assert "Encountered exception during execution: ChunkCorruptError" in out.stderr
+    assert "Traceback" not in out.stderr and 'File "' not in out.stderr, out.stderr[-3000:]
+    debug = _cli(argv, d, _env(PREFECT_API_URL=prefect_api, RECTIFLOW_DEBUG="1"))
+    assert debug.returncode == 1 and debug.stderr.strip().splitlines()[-1].startswith("error:")
+    # Prefect's traceback of the task and of the flow run, then the CLI's own.
+    assert debug.stderr.count("Traceback (most recent call last)") >= 3, debug.stderr[-3000:]
 
 
 def test_debug_shows_the_traceback_of_bad_input(world):

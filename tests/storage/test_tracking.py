@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import mlflow
@@ -60,6 +62,34 @@ def test_unreachable_server_is_a_clear_error(runs_dir, monkeypatch, source):
         tracking.configure(runs_dir, dead if source == "config" else None)
     assert "did not answer" in str(e.value) and "unset it" in str(e.value)
     assert mlflow.get_tracking_uri() == before  # nothing switched to the dead server
+    # In the user's words: what happened, not the HTTP client's exception text.
+    assert "connection refused" in str(e.value)
+    for internal in ("HTTPConnectionPool", "NewConnectionError", "Max retries", "/api/2.0"):
+        assert internal not in str(e.value)
+
+
+class NotMlflow(BaseHTTPRequestHandler):
+    """A web server that is not an MLflow tracking server."""
+
+    def do_GET(self) -> None:
+        self.send_error(404 if "mlflow" in self.path else 200)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_that_answers_as_something_else_is_named_so(runs_dir):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotMlflow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(tracking.TrackingServerError, match="not answer as an MLflow") as e:
+            tracking.configure(runs_dir, uri)
+    finally:
+        server.shutdown()
+        thread.join()
+    assert f"{uri} (from tracking.uri in the config)" in str(e.value) and "HTTP 404" in str(e.value)
 
 
 def test_experiment_has_absolute_artifact_root_under_runs(exp, runs_dir, tmp_path):
