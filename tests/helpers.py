@@ -43,3 +43,36 @@ def tiny_config_dict(runs: Path, **overrides) -> dict:
             node = node.setdefault(p, {})
         node[leaf] = value
     return cfg
+
+
+SHAPES = ("circle", "square", "triangle")
+
+
+def write_shape_images(root: Path, per_class: int, size: int = 32, seed: int = 0) -> Path:
+    """A class-subfolder image tree (as torchvision's ImageFolder reads it): ``per_class`` PNGs
+    of a coloured circle, square or triangle on a plain background, random size and place.
+
+    Returns:
+        ``root``, holding ``circle/``, ``square/`` and ``triangle/``.
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for name in SHAPES:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            bg, fg = (tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(2))
+            img = Image.new("RGB", (size, size), bg)
+            r = rng.uniform(0.2, 0.4) * size
+            cx, cy = rng.uniform(r, size - r, 2)
+            box = (cx - r, cy - r, cx + r, cy + r)
+            draw = ImageDraw.Draw(img)
+            if name == "circle":
+                draw.ellipse(box, fill=fg)
+            elif name == "square":
+                draw.rectangle(box, fill=fg)
+            else:
+                draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fg)
+            img.save(root / name / f"{i:04d}.png")
+    return root
