@@ -16,6 +16,7 @@ imported lazily (it takes seconds), so 2-D toy evaluations never load it.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,12 @@ class _Precomputed(nn.Module):
 
 
 class _InceptionFeatures(nn.Module):
-    """Adapter: [-1, 1] float images -> 2048-d Inception pool features (torchmetrics' wrapper)."""
+    """Adapter: [-1, 1] float images -> 2048-d Inception pool features (torchmetrics' wrapper).
+
+    The network is torch-fidelity's Inception-v3 with its TF1-compatible bilinear resize to 299
+    (``antialias=False``), the standard FID's; images are quantised to uint8 first, as when
+    samples are saved as PNG files.
+    """
 
     def __init__(self, weights: Path):
         super().__init__()
@@ -94,17 +100,28 @@ class _InceptionFeatures(nn.Module):
         if not _TORCH_FIDELITY_AVAILABLE:
             raise ModuleNotFoundError(
                 f"Inception FID (weights {weights}) needs the Inception network definition of "
-                "torch-fidelity: `pip install torch-fidelity==0.4.0` (an optional dependency)"
+                "torch-fidelity, a dependency of rectiflow: `pip install torch-fidelity==0.4.0`"
             )
-
-        self.net = NoTrainInceptionV3("inception-v3-compat", ["2048"], str(weights))
+        try:
+            self.net = NoTrainInceptionV3(
+                "inception-v3-compat", ["2048"], str(weights), antialias=False
+            )
+        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
+            raise ValueError(
+                f"Inception weights file {weights} is not {INCEPTION_WEIGHTS} ({e}); fetch "
+                f"{INCEPTION_URL} again"
+            ) from None
         self.num_features = 2048
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1] == 1:  # grayscale -> RGB, as Inception expects 3 channels
             x = x.expand(-1, 3, -1, -1)
-        # The torch-fidelity network takes uint8 in [0, 255].
-        return self.net(((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+        return self.net(to_uint8(x))
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """[-1, 1] float images -> uint8 in [0, 255] (rounded, clamped): the Inception input."""
+    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 def find_inception_weights(path: str | Path | None = None) -> Path:
