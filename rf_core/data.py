@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from rf_core.datasets import DISK_KINDS, FolderImages, NpzArrays, to_unit_range
+from rf_core.datasets import DISK_KINDS, FolderImages, to_unit_range
+from rf_core.npz_arrays import NpzArrays
 from rf_core.training import Batch, independent_coupling
 
 TOYS = ("8gaussians", "moons", "two_points", "checkerboard")
@@ -227,6 +228,7 @@ def loader_batches(
     seed: int,
     workers: int = 0,
     flip: bool = False,
+    labels: bool = True,
 ) -> Iterator[Batch]:
     """Endless 1-RF batches streamed from a map-style dataset by DataLoader workers.
 
@@ -240,6 +242,7 @@ def loader_batches(
         seed: seeds the order, the flips and the noise.
         workers: DataLoader worker processes (0 reads in this process).
         flip: mirror images left-right at random.
+        labels: False trains unconditionally: every y is -1.
 
     Yields:
         (x0, x1, y): noise, data (B, C, H, W), labels (B,).
@@ -258,4 +261,5 @@ def loader_batches(
     g = torch.Generator().manual_seed(seed)
     while True:
         for x1, y in loader:
+            y = y if labels else torch.full_like(y, -1)
             yield independent_coupling(hflip(x1, g) if flip else x1, y, g)

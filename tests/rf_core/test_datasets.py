@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from rf_core.data import hflip, loader_batches, open_disk_dataset
-from rf_core.datasets import DatasetError, FolderImages, NpzArrays, to_unit_range
+from rf_core.datasets import DatasetError, FolderImages, to_unit_range
+from rf_core.npz_arrays import NpzArrays
 from tests.helpers import SHAPES, write_shape_images
 
 
@@ -61,6 +62,8 @@ def test_corrupt_image_names_the_file_in_check_and_in_getitem(tmp_path):
     ds = FolderImages(root, (3, 32, 32))
     with pytest.raises(DatasetError, match=f"image file {bad} is unreadable"):
         ds.check()
+    with pytest.raises(DatasetError, match=f"image file {bad} is unreadable"):
+        ds.check(workers=2)  # decoded in worker processes: the same error comes back
     with pytest.raises(DatasetError, match=str(bad)):
         ds[3]
 

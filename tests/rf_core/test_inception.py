@@ -8,11 +8,8 @@ import pytest
 import torch
 
 from rf_core.frechet import (
-    INCEPTION_ENV,
-    INCEPTION_URL,
     INCEPTION_WEIGHTS,
     FrechetEvaluator,
-    find_inception_weights,
     to_uint8,
 )
 from tests.helpers import write_random_inception_weights
@@ -40,22 +37,6 @@ def test_evaluator_fid_equals_torchmetrics_standard_fid_on_the_same_images(weigh
     want = float(direct.compute())
     assert want > 0 and got == pytest.approx(want, rel=1e-6)
     assert ours.frechet(fake) == got  # real statistics kept, fake ones reset
-
-
-def test_weights_are_found_by_path_then_environment_and_never_downloaded(
-    weights, tmp_path, monkeypatch
-):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv(INCEPTION_ENV, raising=False)
-    assert find_inception_weights(weights) == weights
-    monkeypatch.setenv(INCEPTION_ENV, str(weights))
-    assert find_inception_weights() == weights
-    monkeypatch.setenv(INCEPTION_ENV, str(tmp_path / "nope.pth"))
-    with pytest.raises(FileNotFoundError) as err:
-        find_inception_weights(tmp_path / "missing.pth")
-    msg = str(err.value)
-    assert INCEPTION_URL in msg and INCEPTION_ENV in msg and "missing.pth" in msg
-    assert not (tmp_path / "torch").exists()  # nothing fetched into torch hub's cache
 
 
 def test_a_file_that_is_not_the_weights_is_named(tmp_path):
