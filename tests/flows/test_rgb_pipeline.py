@@ -25,12 +25,12 @@ from flows.pipeline import pipeline
 from flows.stage import stage_key
 from rf_core.datasets import FolderImages
 from rf_core.evaluate import sweep_inputs
-from rf_core.frechet import INCEPTION_ENV, INCEPTION_WEIGHTS, to_uint8
+from rf_core.frechet import INCEPTION_ENV, to_uint8
 from rf_core.models import build_model
 from rf_core.solvers import solve_ode
 from rf_core.training import load_checkpoint, save_checkpoint
 from storage import tracking
-from tests.helpers import make_runs_dir, write_random_inception_weights, write_shape_images
+from tests.helpers import make_runs_dir, write_shape_images
 
 N_EVAL = 8  # Inception forwards on one CPU core cost ~0.3 s per image
 
@@ -66,11 +66,11 @@ def _rgb_config(runs, folder, weights) -> dict:
 
 
 @pytest.fixture(scope="module")
-def rgb_run(prefect_api, mlflow_template, tmp_path_factory):
+def rgb_run(prefect_api, mlflow_template, inception_weights, tmp_path_factory):
     base = tmp_path_factory.mktemp("rgb")
     folder = write_shape_images(base / "shapes", per_class=100)  # 300 images, 3 classes
-    weights = write_random_inception_weights(base / "inception" / INCEPTION_WEIGHTS)
-    cfg = load_config(_rgb_config(make_runs_dir(base, mlflow_template), folder, weights))
+    runs = make_runs_dir(base, mlflow_template)
+    cfg = load_config(_rgb_config(runs, folder, inception_weights))
     return cfg, pipeline(cfg)
 
 

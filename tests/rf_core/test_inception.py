@@ -12,18 +12,13 @@ from rf_core.frechet import (
     FrechetEvaluator,
     to_uint8,
 )
-from tests.helpers import write_random_inception_weights
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return write_random_inception_weights(tmp_path_factory.mktemp("inception") / INCEPTION_WEIGHTS)
 
 
 @pytest.mark.slow  # ~15 s of Inception forwards on one core (more when the machine is busy)
-def test_evaluator_fid_equals_torchmetrics_standard_fid_on_the_same_images(weights):
+def test_evaluator_fid_equals_torchmetrics_standard_fid_on_the_same_images(inception_weights):
     from torchmetrics.image.fid import FrechetInceptionDistance
 
+    weights = inception_weights
     g = torch.Generator().manual_seed(0)
     real = torch.rand(5, 3, 16, 16, generator=g) * 2 - 1
     fake = (torch.rand(5, 3, 16, 16, generator=g) * 1.6 - 0.9).clamp(-1, 1)
