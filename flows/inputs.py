@@ -3,8 +3,9 @@
 The CLI runs them before it starts a flow, so bad input never reaches Prefect; each flow runs
 them again at its start, because deployments call flows directly. Every check raises
 :class:`~flows.errors.InputError`: one line naming the argument (``model:``, ``store:``,
-``init_model:``, ``models[1]:``) in the user's words. Nothing here writes: stores are only
-looked at, models only resolved and loaded.
+``init_model:``, ``models[1]:``, ``data.path:``, ``evaluate.inception_weights:``) in the user's
+words. Nothing here writes: stores are only looked at, models only resolved and loaded, a dataset
+on disk only listed (its files are decoded when training starts).
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from typing import Any
 
 from flows.common import store_uri
 from flows.config import PipelineConfig
+from flows.data_config import eval_metric
 from flows.errors import InputError, bad_input
 from flows.stores import existing_store, store_arg
+from rf_core.datasets import DatasetIdentity
 from rf_core.training import checkpoint_sha256, load_checkpoint
 from storage import tracking
 from storage.location import set_storage_options
 from storage.pairstore import PairStore
+from tasks.data import DataInput
 
 
 def connect(cfg: PipelineConfig) -> None:
@@ -121,10 +125,60 @@ def distill_inputs(cfg: PipelineConfig, store: str, init_model: str) -> Training
 
 
 def evaluate_inputs(cfg: PipelineConfig, models: list[str]) -> list[tracking.ModelRef]:
-    """The models of ``evaluate``, each of the config's architecture."""
+    """The models of ``evaluate``, each of the config's architecture; the Inception weights
+    when the config is scored with the Inception FID."""
     if not models:
         raise InputError("models: give at least one model to evaluate")
-    return [model_arg(m, f"models[{i}]", cfg) for i, m in enumerate(models)]
+    refs = [model_arg(m, f"models[{i}]", cfg) for i, m in enumerate(models)]
+    check_inception(cfg)
+    return refs
+
+
+def data_input(cfg: PipelineConfig) -> DataInput:
+    """The training data as the tasks take it (``data:`` plus the pipeline seed)."""
+    d = cfg.data
+    return DataInput(
+        d.dataset, d.n_train, d.root, cfg.seed, d.path, d.values, d.scale, d.shift, d.flip,
+        d.workers,
+    )  # fmt: skip
+
+
+def base_inputs(cfg: PipelineConfig) -> DatasetIdentity | None:
+    """The identity (digest, size, classes) of an on-disk training set that fits the model;
+    None for the sets held in memory (toys, MNIST-5k, torchvision)."""
+    if not cfg.data.on_disk:
+        return None
+    with bad_input("data.path"):  # DatasetError: the folder or file and what is wrong with it
+        ident = data_input(cfg).open(cfg.model.data_shape).identity()
+    k, classes = cfg.model.num_classes, ident.classes
+    if k and len(classes) != k:
+        have = f"{len(classes)} classes ({', '.join(classes[:10])})" if classes else "no labels"
+        raise InputError(
+            f"model.num_classes is {k} but {ident.path} has {have}; set it to "
+            f"{len(classes)}, or to 0 to train unconditionally"
+        )
+    return ident
+
+
+def check_inception(cfg: PipelineConfig) -> None:
+    """When the config is scored with the Inception FID, its weights file must be on disk
+    (an InputError naming ``evaluate.inception_weights``, where it looked and how to fetch the
+    file: nothing is downloaded)."""
+    if eval_metric(cfg.data, cfg.evaluate) != "inception":
+        return
+    from rf_core.frechet import find_inception_weights
+
+    try:
+        find_inception_weights(cfg.evaluate.inception_weights)
+    except FileNotFoundError as e:
+        raise InputError(f"evaluate.inception_weights: {e}") from None
+
+
+def pipeline_inputs(cfg: PipelineConfig) -> None:
+    """What the whole pipeline needs before its first stage: a run whose data does not fit the
+    model, or that could not be scored, never starts."""
+    base_inputs(cfg)
+    check_inception(cfg)
 
 
 @dataclass(frozen=True)

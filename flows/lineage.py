@@ -1,4 +1,4 @@
-"""``rectiflow lineage``: the chain of models and pair sets around a model or a store."""
+"""``rectiflow lineage``: the chain of data, models and pair sets around a model or a store."""
 
 from __future__ import annotations
 
@@ -70,11 +70,16 @@ def _metrics_line(model_id: str) -> str:
 
 
 def render(lin: Lineage) -> list[str]:
-    """Indented lines: model -> pair sets generated from it -> models trained on them -> ...
+    """Indented lines: [the root's training data ->] model -> pair sets generated from it ->
+    models trained on them -> ...
 
     Plain lines (rich markup only for emphasis) so long ids and URIs are never cropped.
     """
-    lines = [_model_label(lin.root, lin)]
+    data = [
+        f"data {d.kind} {d.uri}  [dim]digest {d.digest}[/]"
+        for d in tracking.training_data(lin.root)
+    ]
+    lines = [*data, _model_label(lin.root, lin)]
     _grow(lines, lin.root, lin, depth=1)
     return lines
 

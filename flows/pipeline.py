@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from flows.config import PipelineConfig, load_config
 from flows.evaluate import evaluate
 from flows.generate import generate_pairs
+from flows.inputs import pipeline_inputs
 from flows.stage import StageRunner, StageSpec, result_sections
 from flows.train import train_base, train_distill, train_reflow
 from rf_core.evaluate import EvalRow
@@ -26,6 +27,7 @@ class PipelineResult:
         stores: the pair set of each reflow round.
         rows: the evaluation of every model (same noise and labels).
         figure: images: the models × NFE sample figure in the runs folder (also in MLflow).
+        fd_name: what the rows' ``fd`` is (tasks.results.SweepResult).
     """
 
     experiment_id: str
@@ -34,6 +36,7 @@ class PipelineResult:
     stores: tuple[PairSetResult, ...]
     rows: tuple[EvalRow, ...]
     figure: str | None = None
+    fd_name: str = "fd"
 
 
 def pipeline_stage(cfg: PipelineConfig) -> StageSpec:
@@ -62,6 +65,7 @@ def pipeline(config: PipelineConfig | str) -> PipelineResult:
         config: a PipelineConfig or the path of its YAML file.
     """
     cfg = load_config(config)
+    pipeline_inputs(cfg)  # before any run: the data fits the model, the metric can be computed
     stages, logger = StageRunner(cfg), get_run_logger()
     with stages.run(pipeline_stage(cfg)) as run:
         current = train_base(cfg, parent_run_id=run.run_id)
@@ -80,5 +84,11 @@ def pipeline(config: PipelineConfig | str) -> PipelineResult:
             models.append(student)
         result = evaluate(cfg, models=[m.uri for m in models], parent_run_id=run.run_id)
     return PipelineResult(
-        stages.experiment_id, run.run_id, tuple(models), tuple(stores), result.rows, result.figure
+        stages.experiment_id,
+        run.run_id,
+        tuple(models),
+        tuple(stores),
+        result.rows,
+        result.figure,
+        result.fd_name,
     )

@@ -12,14 +12,14 @@ from prefect import flow, get_run_logger
 
 from flows.common import checkpoint_dir, train_device
 from flows.config import PipelineConfig, load_config
-from flows.inputs import TrainingInputs, distill_inputs, reflow_inputs
+from flows.inputs import TrainingInputs, base_inputs, data_input, distill_inputs, reflow_inputs
 from flows.stage import StageRun, StageRunner, StageSpec
 from rf_core.config import TrainConfig
+from rf_core.datasets import DatasetIdentity
 from rf_core.training import load_checkpoint
 from storage import tracking
 from tasks.results import TrainResult
 from tasks.train import (
-    DataInput,
     PairsInput,
     TrainJob,
     distill_model,
@@ -32,9 +32,13 @@ def _params(cfg: PipelineConfig, train_cfg: TrainConfig) -> dict:
     return {"train": train_cfg.model_dump(mode="json"), "model": cfg.model.model_dump(mode="json")}
 
 
-def base_stage(cfg: PipelineConfig) -> StageSpec:
-    """1-RF: decided by the data, the architecture, the training settings and the seed."""
-    inputs = (cfg.data, cfg.model, cfg.base, cfg.seed)
+def base_stage(cfg: PipelineConfig, data: DatasetIdentity | None = None) -> StageSpec:
+    """1-RF: decided by the data, the architecture, the training settings and the seed; a set on
+    disk also by its digest (``data``, from :func:`flows.inputs.base_inputs`): a changed file
+    retrains."""
+    if cfg.data.on_disk and data is None:
+        raise ValueError("the key of training on a dataset on disk needs its identity")
+    inputs = (cfg.data, cfg.model, cfg.base, cfg.seed, *([data.digest] if data else []))
     return StageSpec("train_base", inputs, {tracking.TAG_K: 1}, _params(cfg, cfg.base))
 
 
@@ -98,12 +102,15 @@ def train_base(config: PipelineConfig | str, parent_run_id: str | None = None) -
         The registered model (``<experiment>-1rf``).
     """
     cfg = load_config(config)
-    stages, spec = StageRunner(cfg, parent_run_id), base_stage(cfg)
+    stages, data = StageRunner(cfg, parent_run_id), base_inputs(cfg)
+    spec = base_stage(cfg, data)
     if ref := stages.reuse(spec):
         return ref
     with stages.run(spec) as run:
-        data = DataInput(cfg.data.n_train, cfg.data.root, cfg.seed)
-        return _register(cfg, run, train_base_model(_job(cfg, run, cfg.base, 1, "1rf"), data), 1)
+        if data is not None:  # the set on disk: a "training" dataset input, with its classes
+            tracking.log_training_data(data.path, data.digest, data.kind, data.n, data.classes)
+        result = train_base_model(_job(cfg, run, cfg.base, 1, "1rf"), data_input(cfg))
+        return _register(cfg, run, result, 1)
 
 
 @flow(name="train_reflow")

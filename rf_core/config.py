@@ -6,12 +6,66 @@ MLflow params store ``model_dump(mode="json")``) and cannot be mutated after a r
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 
-class ModelConfig(BaseModel):
+class Evolving(BaseModel):
+    """A frozen config whose later-added fields stay invisible while at their defaults.
+
+    Fields named in ``ADDED`` are left out of ``model_dump`` and ``str``/``repr`` when they hold
+    their default value, so a config that does not use them dumps, prints and digests exactly as
+    before they existed: stage keys, MLflow params and checkpoints of existing runs stay the same,
+    and old dumps (without the fields) validate to equal configs.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    ADDED: ClassVar[frozenset[str]] = frozenset()
+
+    def _at_default(self, name: str) -> bool:
+        return getattr(self, name) == type(self).model_fields[name].default
+
+    @model_serializer(mode="wrap")
+    def _drop_unused_added(self, handler: Any) -> Any:
+        out = handler(self)
+        if isinstance(out, dict):
+            for name in self.ADDED:
+                if name in out and self._at_default(name):
+                    del out[name]
+        return out
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if not (name in self.ADDED and self._at_default(name)):
+                yield name, value
+
+
+def feature_resolutions(data_shape: tuple[int, ...], patch_size: int, levels: int) -> list[int]:
+    """Heights of a U-Net's feature maps, level by level, then the middle block's.
+
+    Each level halves the height with a stride-2 convolution (``ceil(h / 2)``), after the input
+    is folded into ``patch_size`` patches: (3, 32, 32), patch 1, 4 levels -> [32, 16, 8, 4, 2].
+    """
+    h = data_shape[1] // patch_size
+    out = [h]
+    for _ in range(levels):
+        h = math.ceil(h / 2)
+        out.append(h)
+    return out
+
+
+class ModelConfig(Evolving):
     """Architecture of a velocity field ``v = model(x, t, y)``.
 
     Attributes:
@@ -26,9 +80,17 @@ class ModelConfig(BaseModel):
         time_emb_dim: width of the sinusoidal time embedding.
         patch_size: U-Net only: fold ``p x p`` pixel patches into channels first
             (``pixel_unshuffle``), e.g. 2 runs a 28x28 model at 14 -> 7 -> 4, ~5x cheaper on CPU.
+        num_res_blocks: U-Net residual blocks per level (each one's output is a skip; the
+            up path has as many per level).
+        attention_resolutions: feature-map heights at which a self-attention block follows
+            each residual block, e.g. ``[16]`` on 32x32 data (see :func:`feature_resolutions`;
+            the middle block's height counts too).
+        dropout: U-Net dropout rate inside every residual block (0 = none).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    ADDED: ClassVar[frozenset[str]] = frozenset(
+        {"num_res_blocks", "attention_resolutions", "dropout"}
+    )
 
     kind: Literal["mlp", "unet"]
     data_shape: tuple[int, ...]
@@ -39,6 +101,27 @@ class ModelConfig(BaseModel):
     channel_mult: tuple[int, ...] = (1, 2)
     time_emb_dim: int = Field(64, gt=0)
     patch_size: int = Field(1, gt=0)
+    num_res_blocks: int = Field(1, gt=0)
+    attention_resolutions: tuple[int, ...] = ()
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("attention_resolutions")
+    @classmethod
+    def _has_resolutions(cls, v: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
+        d = info.data
+        if not v or d.get("kind") != "unet" or len(d.get("data_shape") or ()) != 3:
+            return v  # the other checks below report a wrong kind or shape
+        if not d.get("channel_mult") or d["data_shape"][1] % d.get("patch_size", 1):
+            return v
+        have = feature_resolutions(d["data_shape"], d["patch_size"], len(d["channel_mult"]))
+        if missing := sorted(set(v) - set(have)):
+            raise ValueError(
+                f"model.attention_resolutions {list(v)}: the U-Net has no feature map of height "
+                f"{', '.join(map(str, missing))}; its heights are {have} for data_shape "
+                f"{list(d['data_shape'])}, patch_size {d['patch_size']} and "
+                f"{len(d['channel_mult'])} levels"
+            )
+        return v
 
     @model_validator(mode="after")
     def _check_shape(self) -> ModelConfig:
@@ -46,6 +129,10 @@ class ModelConfig(BaseModel):
             raise ValueError(f"data_shape must be non-empty positive ints, got {self.data_shape}")
         if self.kind == "mlp" and len(self.data_shape) != 1:
             raise ValueError(f"kind='mlp' needs data_shape=(D,), got {self.data_shape}")
+        if self.kind == "mlp" and (
+            set_ := sorted(n for n in self.ADDED if not self._at_default(n))
+        ):
+            raise ValueError(f"{', '.join(set_)}: U-Net settings, not used by kind='mlp'")
         if self.kind == "unet":
             if len(self.data_shape) != 3:
                 raise ValueError(f"kind='unet' needs data_shape=(C, H, W), got {self.data_shape}")

@@ -1,21 +1,23 @@
 """Fréchet distance, precision and recall of generated images against held-out real images.
 
 Images are mapped to features once — for digits the multi-scale features of a
-:class:`~rf_core.classifier.DigitClassifier`, for CIFAR-10 Inception-v3 pool features when its
-weights file is on disk — and scored on them: the Fréchet distance between the two feature
-Gaussians is torchmetrics' ``FrechetInceptionDistance`` (float64 statistics) fed the features;
-improved precision and recall (Kynkäänniemi et al. 2019) are :func:`precision_recall`. A sample
-counts as "precise" when it falls inside the k-nearest-neighbour ball of some real image, a real
-image as "recalled" when it falls inside the ball of some sample (k = 3): precision sees
-fidelity, recall diversity. (torch-fidelity computes the same, but its 0.4.0 wheel installs a
-top-level ``tests`` package that shadows this repository's; prdc prints on every call.) The real
-features and statistics are computed once per evaluator and kept across calls. torchmetrics is
-imported lazily (it takes seconds), so 2-D toy evaluations never load it.
+:class:`~rf_core.classifier.DigitClassifier`, for RGB sets torch-fidelity's Inception-v3 pool
+features (the standard FID; its weights file must be on disk: nothing is downloaded) — and scored on
+them: the Fréchet distance between the two feature Gaussians is torchmetrics'
+``FrechetInceptionDistance`` (float64 statistics) fed the features; improved precision and recall
+(Kynkäänniemi et al. 2019) are :func:`precision_recall`. A sample counts as "precise" when it falls
+inside the k-nearest-neighbour ball of some real image, a real image as "recalled" when it falls
+inside the ball of some sample (k = 3): precision sees fidelity, recall diversity. (torch-fidelity
+computes the same, but its 0.4.0 wheel installs a top-level ``tests`` package that shadows this
+repository's; prdc prints on every call.) The real features and statistics are computed once per
+evaluator and kept across calls. torchmetrics is imported lazily (it takes seconds), so 2-D toy
+evaluations never load it.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,27 +86,37 @@ class _Precomputed(nn.Module):
 
 
 class _InceptionFeatures(nn.Module):
-    """Adapter: [-1, 1] float images -> 2048-d Inception pool features (torchmetrics' wrapper)."""
+    """Adapter: [-1, 1] float images -> 2048-d Inception pool features (torchmetrics' wrapper).
+
+    The network is torch-fidelity's Inception-v3 with its TF1-compatible bilinear resize to 299
+    (``antialias=False``), the standard FID's; images are quantised to uint8 first, as when
+    samples are saved as PNG files.
+    """
 
     def __init__(self, weights: Path):
         super().__init__()
-        from torchmetrics.image.fid import NoTrainInceptionV3
-        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+        from torchmetrics.image.fid import NoTrainInceptionV3  # torch-fidelity's network
 
-        if not _TORCH_FIDELITY_AVAILABLE:
-            raise ModuleNotFoundError(
-                f"Inception FID (weights {weights}) needs the Inception network definition of "
-                "torch-fidelity: `pip install torch-fidelity==0.4.0` (an optional dependency)"
+        try:
+            self.net = NoTrainInceptionV3(
+                "inception-v3-compat", ["2048"], str(weights), antialias=False
             )
-
-        self.net = NoTrainInceptionV3("inception-v3-compat", ["2048"], str(weights))
+        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
+            raise ValueError(
+                f"Inception weights file {weights} is not {INCEPTION_WEIGHTS} ({e}); fetch "
+                f"{INCEPTION_URL} again"
+            ) from None
         self.num_features = 2048
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1] == 1:  # grayscale -> RGB, as Inception expects 3 channels
             x = x.expand(-1, 3, -1, -1)
-        # The torch-fidelity network takes uint8 in [0, 255].
-        return self.net(((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+        return self.net(to_uint8(x).to(next(self.net.parameters()).device))
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """[-1, 1] float images -> uint8 in [0, 255] (rounded, clamped): the Inception input."""
+    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 def find_inception_weights(path: str | Path | None = None) -> Path:
@@ -125,8 +137,8 @@ def find_inception_weights(path: str | Path | None = None) -> Path:
     raise FileNotFoundError(
         f"Inception FID weights {INCEPTION_WEIGHTS} not found (looked at "
         f"{', '.join(map(str, candidates))}). Download {INCEPTION_URL} on a machine with internet, "
-        f"copy it here and pass its path or set ${INCEPTION_ENV}; also `pip install "
-        "torch-fidelity==0.4.0`. Nothing is downloaded at run time."
+        f"copy it here and pass its path or set ${INCEPTION_ENV}. Nothing is downloaded at run "
+        "time."
     )
 
 
@@ -138,10 +150,12 @@ class FrechetEvaluator:
             ``use_inception``) and its predictions the class accuracy; None only with Inception.
         real: (N, C, H, W) held-out real images in [-1, 1], N > ``PR_NEIGHBOURHOOD``.
         batch_size: images per feature-extraction batch.
-        inception_weights: use Inception-v3 pool features instead (CIFAR-10); path to
+        inception_weights: use Inception-v3 pool features instead (RGB sets); path to
             ``weights-inception-2015-12-05-6726825d.pth`` or None to look it up, see
             :func:`find_inception_weights`. Only read when ``use_inception`` is True.
         use_inception: Inception features instead of classifier features.
+        device: where the Inception network runs (its features come back to the CPU; the
+            classifier stays where it is).
     """
 
     def __init__(
@@ -151,6 +165,7 @@ class FrechetEvaluator:
         batch_size: int = 500,
         inception_weights: str | Path | None = None,
         use_inception: bool = False,
+        device: str | torch.device = "cpu",
     ):
         if classifier is None and not use_inception:
             raise ValueError("classifier is required unless use_inception=True")
@@ -166,7 +181,8 @@ class FrechetEvaluator:
         self.n_real = len(real)
         self._inception = None
         if use_inception:
-            self._inception = _InceptionFeatures(find_inception_weights(inception_weights))
+            weights = find_inception_weights(inception_weights)
+            self._inception = _InceptionFeatures(weights).to(device)
         self._real = self.features(real)
         # Imported here: torchmetrics takes seconds to import and toy-only runs never need it.
         from torchmetrics.image.fid import FrechetInceptionDistance

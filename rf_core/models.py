@@ -1,4 +1,4 @@
-"""Velocity networks ``v = model(x, t, y)``: an MLP for 2-D toys and a small U-Net for images.
+"""Velocity networks ``v = model(x, t, y)``: an MLP for 2-D toys and a U-Net for images.
 
 Both share the conditioning recipe: a sinusoidal embedding of ``t`` plus a learned label embedding
 with one extra "null" row used for ``y == -1`` (unconditional / classifier-free guidance slot).
@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rf_core.config import ModelConfig
+from rf_core.config import ModelConfig, feature_resolutions
 
 
 def timestep_embedding(
@@ -128,14 +128,18 @@ class MLPVelocity(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, with the conditioning added in between, plus a skip."""
+    """GroupNorm-SiLU-conv twice, with the conditioning added in between, plus a skip.
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int):
+    ``dropout`` acts before the second convolution (as in DDPM); at 0 there is no layer at all.
+    """
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0):
         super().__init__()
         self.norm1 = nn.GroupNorm(min(8, c_in), c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.emb = nn.Linear(emb_dim, c_out)
         self.norm2 = nn.GroupNorm(8, c_out)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
@@ -143,38 +147,79 @@ class ResBlock(nn.Module):
         """(B, c_in, H, W), (B, emb_dim) -> (B, c_out, H, W)."""
         h = self.conv1(F.silu(self.norm1(x)))
         h = h + self.emb(emb)[:, :, None, None]
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return h + self.skip(x)
 
 
+class AttnBlock(nn.Module):
+    """Single-head self-attention over the H*W positions (as DDPM++), added to its input.
+
+    The output projection starts at zero, so a freshly built block is the identity.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(8, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, C, H, W)."""
+        b, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2)
+        a = F.scaled_dot_product_attention(qkv[:, 0], qkv[:, 1], qkv[:, 2])  # (B, HW, C)
+        return x + self.proj(a.transpose(-1, -2).reshape(b, c, h, w))
+
+
+def _attention(channels: int, on: bool) -> nn.Module:
+    # nn.Identity has no parameters: a U-Net without attention keeps its state_dict keys.
+    return AttnBlock(channels) if on else nn.Identity()
+
+
 class UNetVelocity(nn.Module):
-    """Small class-conditional U-Net: one ResBlock per level, each level halves H and W.
+    """Class-conditional U-Net: ``num_res_blocks`` ResBlocks per level, each level halves H and W.
 
     With ``channel_mult=(1, 2)`` on 28x28 the resolutions are 28 -> 14 -> 7 (middle block at 7).
+    Every down block's output is a skip, taken by one up block of the same level; a block at a
+    height in ``attention_resolutions`` is followed by self-attention. The blocks sit in flat
+    lists (level by level), so the defaults (one block, no attention, no dropout) have the same
+    parameters and state_dict keys as the one-block U-Net that came before these options.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
-        c_img = cfg.data_shape[0]
+        c_img, n, drop = cfg.data_shape[0], cfg.num_res_blocks, cfg.dropout
         emb_dim = 4 * cfg.base_channels
         self.cond = Conditioning(cfg, emb_dim)
         chans = [cfg.base_channels * m for m in cfg.channel_mult]
+        heights = feature_resolutions(cfg.data_shape, cfg.patch_size, len(chans))
+        attn = {i: heights[i] in cfg.attention_resolutions for i in range(len(heights))}
         self.patch = cfg.patch_size
         c_in = c_img * self.patch**2
         self.conv_in = nn.Conv2d(c_in, chans[0], 3, padding=1)
-        self.down = nn.ModuleList()
-        self.downsample = nn.ModuleList()
+        self.down, self.down_attn, self.downsample = (
+            nn.ModuleList(),
+            nn.ModuleList(),
+            nn.ModuleList(),
+        )
         c = chans[0]
-        for ch in chans:
-            self.down.append(ResBlock(c, ch, emb_dim))
+        for level, ch in enumerate(chans):
+            for _ in range(n):
+                self.down.append(ResBlock(c, ch, emb_dim, drop))
+                self.down_attn.append(_attention(ch, attn[level]))
+                c = ch
             self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
-            c = ch
-        self.mid = ResBlock(c, c, emb_dim)
-        self.up = nn.ModuleList()
-        for ch in reversed(chans):
-            self.up.append(ResBlock(c + ch, ch, emb_dim))
-            c = ch
+        self.mid = ResBlock(c, c, emb_dim, drop)
+        self.mid_attn = _attention(c, attn[len(chans)])
+        self.up, self.up_attn = nn.ModuleList(), nn.ModuleList()
+        for level, ch in reversed(list(enumerate(chans))):
+            for _ in range(n):
+                self.up.append(ResBlock(c + ch, ch, emb_dim, drop))
+                self.up_attn.append(_attention(ch, attn[level]))
+                c = ch
         self.norm_out = nn.GroupNorm(8, c)
         self.conv_out = nn.Conv2d(c, c_in, 3, padding=1)
 
@@ -184,16 +229,18 @@ class UNetVelocity(nn.Module):
         y = torch.full((x.shape[0],), -1, device=x.device) if y is None else y
         emb = self.cond(t, y)
         h = self.conv_in(F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x)
-        skips = []
-        for block, down in zip(self.down, self.downsample, strict=True):
-            h = block(h, emb)
-            skips.append(h)
+        skips, n = [], self.config.num_res_blocks
+        for level, down in enumerate(self.downsample):
+            for i in range(level * n, (level + 1) * n):
+                h = self.down_attn[i](self.down[i](h, emb))
+                skips.append(h)
             h = down(h)
-        h = self.mid(h, emb)
-        for block in self.up:
+        h = self.mid_attn(self.mid(h, emb))
+        for block, attn in zip(self.up, self.up_attn, strict=True):
             skip = skips.pop()
-            h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
-            h = block(torch.cat([h, skip], dim=1), emb)
+            if h.shape[-2:] != skip.shape[-2:]:  # nearest upsampling back to the skip's size
+                h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
+            h = attn(block(torch.cat([h, skip], dim=1), emb))
         out = self.conv_out(F.silu(self.norm_out(h)))
         return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
 

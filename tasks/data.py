@@ -2,10 +2,56 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from rf_core.data import TOYS
+
+
+@dataclass(frozen=True)
+class DataInput:
+    """1-RF training data: the dataset's train split (toys: ``n_train`` points drawn with
+    ``seed``; torchvision sets: the files under ``root``; ``folder`` / ``npz``: the set at
+    ``path``). The flows build it from the ``data:`` section and the pipeline seed.
+
+    Attributes:
+        dataset: a toy, ``mnist5k``, a torchvision name, or ``folder`` / ``npz`` (on disk).
+        n_train: toy samples drawn with ``seed``.
+        root: torchvision root.
+        seed: toy draw, and the order, flips and noise of training batches.
+        path: the folder or npz file of an on-disk set.
+        values: npz: ``images`` or ``latents``.
+        scale: latents: ``(x - shift) * scale``.
+        shift: latents, see ``scale``.
+        flip: random left-right mirroring of training images.
+        workers: DataLoader worker processes (on-disk sets).
+    """
+
+    dataset: str
+    n_train: int = 20_000
+    root: str | None = None
+    seed: int = 0
+    path: str | None = None
+    values: str = "images"
+    scale: float = 1.0
+    shift: float = 0.0
+    flip: bool = False
+    workers: int = 0
+
+    @property
+    def on_disk(self) -> bool:
+        return self.path is not None
+
+    def open(self, shape: tuple[int, ...]):
+        """The on-disk set as a dataset of ``(x, y)`` (rf_core.datasets); DatasetError if bad."""
+        from rf_core.data import open_disk_dataset
+
+        return open_disk_dataset(
+            self.dataset, self.path, shape, self.values, self.scale, self.shift
+        )
 
 
 def load_data(
@@ -35,3 +81,46 @@ def load_data(
     if dataset == "mnist5k":
         return data.load_mnist5k(split)
     return data.load_torchvision(dataset, root, split)
+
+
+def train_batches(
+    data: DataInput, shape: tuple[int, ...], batch_size: int, labels: bool = True
+) -> Iterable[tuple[Tensor, ...]]:
+    """Endless 1-RF batches (x0, x1, y): shuffled data, each paired with fresh noise.
+
+    Sets held in memory (toys, MNIST-5k, torchvision) without ``flip`` take the in-memory
+    minibatch path; on-disk sets are checked whole first (a bad file fails here, naming it,
+    before training starts) and then streamed by DataLoader workers, as are flipped sets.
+    ``labels=False`` trains unconditionally (every y is -1).
+    """
+    from rf_core.data import loader_batches
+    from rf_core.datasets import DatasetError
+    from rf_core.training import independent_batches
+
+    if data.on_disk:
+        try:
+            ds = data.open(shape)
+            ds.check(data.workers)
+        except DatasetError as e:
+            raise ValueError(f"data.path: {e}") from None
+    else:
+        x1, y = load_data(data.dataset, "train", n_toy=data.n_train, seed=data.seed, root=data.root)
+        y = y if labels else torch.full_like(y, -1)
+        if not data.flip:  # today's path, batch for batch
+            g = torch.Generator().manual_seed(data.seed)
+            return independent_batches(x1, y, min(batch_size, len(x1)), g)
+        ds = torch.utils.data.TensorDataset(x1, y)
+    return loader_batches(ds, batch_size, data.seed, data.workers, data.flip, labels)
+
+
+def reference_images(data: DataInput, shape: tuple[int, ...], n: int, seed: int) -> Tensor:
+    """Up to ``n`` training images (a subset drawn with ``seed``): the real side of an FID.
+
+    Papers compare against the training set's statistics (50k images for CIFAR-10).
+    """
+    if data.on_disk:
+        ds = data.open(shape)
+    else:
+        ds = torch.utils.data.TensorDataset(*load_data(data.dataset, "train", root=data.root))
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
+    return torch.stack([ds[int(i)][0] for i in idx])

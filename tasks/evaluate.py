@@ -19,7 +19,7 @@ from rf_core.data import TOYS
 from rf_core.evaluate import EvalRow
 from rf_core.solver_spec import SolverSpec
 from rf_core.training import load_checkpoint
-from tasks.data import load_data
+from tasks.data import DataInput, load_data, reference_images
 from tasks.results import SweepResult
 
 SAMPLES_FIGURE = "samples_by_nfe.png"
@@ -81,16 +81,27 @@ def build_scorer(
     cache_dir: Path,
     device: str,
     classifier: str | None = None,
+    inception: InceptionSpec | None = None,
 ):
     """Toys: sliced Wasserstein to fresh samples. Images: Fréchet distance in the features of a
     digit classifier trained once per dataset on the train split (``classifier``: its checkpoint;
-    default: the local cache in ``cache_dir``, trained there if missing)."""
+    default: the local cache in ``cache_dir``, trained there if missing), or with ``inception``
+    the standard Inception FID against training images; ``metric="none"`` scores nothing."""
     from rf_core.evaluate import make_scorer
 
     if dataset in TOYS:
         return make_scorer("toy", toy_name=dataset, seed=seed)
-    from rf_core.classifier import load_classifier
+    if inception is not None and inception.metric == "none":
+        return no_score
     from rf_core.frechet import FrechetEvaluator
+
+    if inception is not None and inception.metric == "inception":
+        real = reference_images(inception.data, inception.shape, inception.n_real, seed)
+        evaluator = FrechetEvaluator(
+            None, real, inception_weights=inception.weights, use_inception=True, device=device
+        )
+        return make_scorer("image", evaluator=evaluator)
+    from rf_core.classifier import load_classifier
 
     if classifier is None:
         key, _ = classifier_key(dataset, root)
@@ -100,13 +111,40 @@ def build_scorer(
     return make_scorer("image", evaluator=FrechetEvaluator(clf, real))
 
 
+@dataclasses.dataclass(frozen=True)
+class InceptionSpec:
+    """How an image set without the digit classifier is scored.
+
+    Attributes:
+        metric: ``inception`` (FID on ``n_real`` training images of ``data``) or ``none``.
+        data: the training data (the real side of the FID).
+        shape: the model's sample shape.
+        n_real: real images (a seeded subset when the set is larger).
+        weights: the Inception weights file (None: looked up, see rf_core.frechet).
+    """
+
+    metric: str
+    data: DataInput
+    shape: tuple[int, ...]
+    n_real: int
+    weights: str | None = None
+
+
+def no_score(samples: torch.Tensor, y: torch.Tensor):
+    """The scorer of ``metric: none``: nothing beyond NFE and straightness."""
+    from rf_core.evaluate import Score
+
+    return Score()
+
+
 def metric_name(row: EvalRow, field: str) -> str:
     """MLflow metric key of one field of an evaluation row, e.g. "fd/euler_4", "nfe/dopri5"."""
     return f"{field}/{SolverSpec(method=row.solver, steps=row.steps).label()}"
 
 
-def row_metrics(rows: list[EvalRow]) -> dict[str, float]:
-    """Flat MLflow metrics of one model's rows, e.g. {"fd/euler_1": .., "nfe/dopri5": ..}."""
+def row_metrics(rows: list[EvalRow], fd_name: str = "fd") -> dict[str, float]:
+    """Flat MLflow metrics of one model's rows, e.g. {"fd/euler_1": .., "nfe/dopri5": ..};
+    the Fréchet distance is named ``fd_name`` (``fid_inception`` for the Inception FID)."""
     out: dict[str, float] = {}
     for r in rows:
         for field in dataclasses.fields(r):
@@ -114,7 +152,8 @@ def row_metrics(rows: list[EvalRow]) -> dict[str, float]:
             if field.name in ("model", "solver", "steps") or value is None:
                 continue
             # Straightness is a property of the model, the same in each of its rows.
-            name = field.name if field.name == "straightness" else metric_name(r, field.name)
+            family = fd_name if field.name == "fd" else field.name
+            name = family if field.name == "straightness" else metric_name(r, family)
             out[name] = float(value)
     return out
 
@@ -135,6 +174,8 @@ class EvalJob:
         seed: seed of the shared noise and labels.
         device: where to sample.
         classifier: image datasets: checkpoint of the Fréchet classifier (default: local cache).
+        inception: image sets scored with the Inception FID (metrics ``fid_inception/...``) or
+            not at all (``metric="none"``), instead of the classifier.
     """
 
     checkpoints: Mapping[str, str]
@@ -148,6 +189,7 @@ class EvalJob:
     seed: int = 1234
     device: str = "cpu"
     classifier: str | None = None
+    inception: InceptionSpec | None = None
 
 
 @task(cache_policy=NO_CACHE)
@@ -155,7 +197,8 @@ def evaluate_models(job: EvalJob) -> SweepResult:
     """Sweep NFE for every model of ``job`` from the same noise and labels; write its plots.
 
     Returns:
-        The rows, each model's flat MLflow metrics, and the figure files.
+        The rows, each model's flat MLflow metrics (the Fréchet distance named ``fd``, or
+        ``fid_inception`` with ``inception``), and the figure files.
     """
     from rf_core.evaluate import nfe_sweep, sweep_inputs
     from tasks.plots import plot_quality, plot_sample_figure, plot_samples, plot_toy_trajectories
@@ -165,7 +208,7 @@ def evaluate_models(job: EvalJob) -> SweepResult:
     cfg = next(iter(models.values())).config
     x0, y = sweep_inputs(cfg.data_shape, job.n_samples, cfg.num_classes, seed)
     cache = Path(job.out_dir).parent / "classifiers"
-    scorer = build_scorer(dataset, job.root, seed, cache, device, job.classifier)
+    scorer = build_scorer(dataset, job.root, seed, cache, device, job.classifier, job.inception)
     with torch.random.fork_rng():
         rows, samples = nfe_sweep(
             models, x0.to(device), y.to(device), scorer, job.steps, job.adaptive, job.batch_size
@@ -181,5 +224,6 @@ def evaluate_models(job: EvalJob) -> SweepResult:
         figures.append(
             plot_toy_trajectories(models, x0.to(device), target, out / "trajectories.png")
         )
-    per_model = {n: row_metrics([r for r in rows if r.model == n]) for n in models}
-    return SweepResult(tuple(rows), per_model, tuple(str(f) for f in figures))
+    fd_name = "fid_inception" if job.inception is not None else "fd"
+    per_model = {n: row_metrics([r for r in rows if r.model == n], fd_name) for n in models}
+    return SweepResult(tuple(rows), per_model, tuple(str(f) for f in figures), fd_name)

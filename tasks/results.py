@@ -120,11 +120,14 @@ class SweepResult:
         rows: one row per (model, solver, steps).
         metrics: {model name: {"fd/euler_1": .., "straightness": .., ...}} (MLflow names).
         figures: PNG files written (quality vs NFE, sample grids, toy trajectories).
+        fd_name: the MLflow name of the rows' ``fd``: ``fd`` (digit classifier features) or
+            ``fid_inception`` (the standard Inception FID).
     """
 
     rows: tuple[EvalRow, ...]
     metrics: Mapping[str, Mapping[str, float]]
     figures: tuple[str, ...]
+    fd_name: str = "fd"
 
 
 @dataclass(frozen=True)
@@ -136,9 +139,11 @@ class EvalResult:
         models: {model name ("1rf", "2rf", "2rf-distill"): model id, or checkpoint path}.
         run_id: the MLflow run of the evaluation stage.
         figure: images: the models × NFE sample figure in the runs folder (also in MLflow).
+        fd_name: what the rows' ``fd`` is (see :class:`SweepResult`).
     """
 
     rows: tuple[EvalRow, ...]
     models: Mapping[str, str]
     run_id: str
     figure: str | None = None
+    fd_name: str = "fd"

@@ -7,7 +7,7 @@ checkpoint and returns a :class:`TrainResult`; the loss curve goes to the job's 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,17 +19,10 @@ from torch import nn
 from rf_core.config import ModelConfig, TrainConfig
 from rf_core.distill import distill
 from rf_core.models import build_model
-from rf_core.training import (
-    FitResult,
-    checkpoint_sha256,
-    fit,
-    independent_batches,
-    load_checkpoint,
-    save_checkpoint,
-)
+from rf_core.training import FitResult, checkpoint_sha256, fit, load_checkpoint, save_checkpoint
 from storage import tracking
 from storage.stream import PairStream
-from tasks.data import load_data
+from tasks.data import DataInput, train_batches
 from tasks.progress import Progress
 from tasks.results import TrainResult
 
@@ -61,29 +54,11 @@ class TrainJob:
 
 
 @dataclass(frozen=True)
-class DataInput:
-    """1-RF training data: the dataset's train split (toys: ``n_train`` points drawn with
-    ``seed``; torchvision sets: the files under ``root``)."""
-
-    n_train: int = 20_000
-    root: str | None = None
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class PairsInput:
     """Reflow and distillation input: a complete pair store and the model to start from."""
 
     store: str
     init_checkpoint: str | None = None
-
-
-def data_batches(
-    dataset: str, batch_size: int, seed: int, n_toy: int, root: str | None
-) -> Iterable[tuple[torch.Tensor, ...]]:
-    """Endless 1-RF batches: shuffled data, each paired with fresh noise."""
-    x1, y = load_data(dataset, "train", n_toy=n_toy, seed=seed, root=root)
-    return independent_batches(x1, y, min(batch_size, len(x1)), torch.Generator().manual_seed(seed))
 
 
 def _new_model(job: TrainJob) -> nn.Module:
@@ -128,8 +103,10 @@ def _train(job: TrainJob, run: Callable[[Callback], FitResult], extra: dict) -> 
 
 @task(cache_policy=NO_CACHE, task_run_name="train-{job.k}rf")
 def train_base_model(job: TrainJob, data: DataInput) -> TrainResult:
-    """1-RF: flow matching on the job's dataset, each batch paired with fresh noise."""
-    batches = data_batches(job.dataset, job.train.batch_size, data.seed, data.n_train, data.root)
+    """1-RF: flow matching on ``data``, each batch paired with fresh noise (a model without
+    classes trains unconditionally: every label -1)."""
+    labels = job.model.num_classes > 0
+    batches = train_batches(data, job.model.data_shape, job.train.batch_size, labels)
     model = _new_model(job)
 
     def run(cb: Callback) -> FitResult:

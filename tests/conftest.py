@@ -1,4 +1,5 @@
-"""Session fixtures: one real Prefect test server, one migrated MLflow SQLite DB, tiny configs.
+"""Session fixtures: one real Prefect test server, one migrated MLflow SQLite DB, tiny configs,
+one stand-in for the Inception FID weights.
 
 Environment set here, before any test module imports prefect or mlflow:
 - PREFECT_HOME in a temp dir (never the user's ~/.prefect), analytics off (offline noise);
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import make_runs_dir, tiny_config_dict
+from tests.helpers import make_runs_dir, tiny_config_dict, write_random_inception_weights
 
 _HOME = Path(tempfile.mkdtemp(prefix="rectiflow-tests-"))
 os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
@@ -62,6 +63,15 @@ def mlflow_template() -> Path:
     path.parent.mkdir(parents=True)
     mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
     return path
+
+
+@pytest.fixture(scope="session")
+def inception_weights() -> Path:
+    """torch-fidelity's Inception-v3 with RANDOM weights in the real weights' file format, written
+    once (~5 s of network set-up); FIDs computed with it mean nothing as image quality."""
+    from rf_core.frechet import INCEPTION_WEIGHTS
+
+    return write_random_inception_weights(_HOME / "inception" / INCEPTION_WEIGHTS)
 
 
 @pytest.fixture

@@ -3,14 +3,15 @@
 The lineage model is described in docs/lineage.md. One experiment per pipeline config, a parent
 run per pipeline run and a nested run per stage (tagged with the Prefect flow-run id). Every
 trained model is a LoggedModel registered as ``<experiment>-<k>rf`` with a plain checkpoint
-stored beside it. Pair sets are metadata-only datasets carrying the store digest. Callers use
-this facade (``from storage import tracking; tracking.stage_run(...)``); the modules split it by
-concept:
+stored beside it. Pair sets are metadata-only datasets carrying the store digest, and so are
+training sets read from disk (docs/datasets.md). Callers use this facade (``from storage import
+tracking; tracking.stage_run(...)``); the modules split it by concept:
 
 - :mod:`.connect`: tracking URI (runs-folder SQLite or a server), experiments, artifact downloads;
 - :mod:`.runs`: stage runs, metrics, reuse by stage key;
 - :mod:`.models`: LoggedModels, their checkpoints, model references;
 - :mod:`.pairsets`: pair sets as datasets and the lineage queries;
+- :mod:`.datasets`: on-disk training sets (image folders, npz files) as datasets;
 - :mod:`.evaluations`: evaluation metrics per model or run;
 - :mod:`.classifier`: the registered Fréchet classifier of a dataset;
 - :mod:`.tags`: tag keys shared by all of them.
@@ -36,6 +37,7 @@ from storage.tracking.connect import (
     tracking_uri,
     ui_command,
 )
+from storage.tracking.datasets import TrainingData, log_training_data, training_data
 from storage.tracking.evaluations import Evaluation, evaluations
 from storage.tracking.models import (
     ModelRef,
@@ -73,11 +75,13 @@ from storage.tracking.tags import (
     CONTEXT_GENERATED,
     CONTEXT_TRAINING,
     DIGEST_CHARS,
+    TAG_CLASSES,
     TAG_CLF_DATA,
     TAG_CLF_KEY,
     TAG_CLF_MODEL,
     TAG_CLF_VERSION,
     TAG_CONFIG,
+    TAG_DATA_KIND,
     TAG_DIGEST,
     TAG_DISTILLED,
     TAG_FLOW_RUN,
@@ -98,11 +102,13 @@ __all__ = [
     "DIGEST_CHARS",
     "ENV_URI",
     "PROBE_TIMEOUT_S",
+    "TAG_CLASSES",
     "TAG_CLF_DATA",
     "TAG_CLF_KEY",
     "TAG_CLF_MODEL",
     "TAG_CLF_VERSION",
     "TAG_CONFIG",
+    "TAG_DATA_KIND",
     "TAG_DIGEST",
     "TAG_DISTILLED",
     "TAG_FLOW_RUN",
@@ -118,6 +124,7 @@ __all__ = [
     "ModelRef",
     "PairSetRef",
     "TrackingServerError",
+    "TrainingData",
     "artifact_file",
     "check_server",
     "checkpoint_path",
@@ -138,6 +145,7 @@ __all__ = [
     "log_pair_set",
     "log_text",
     "log_trained_model",
+    "log_training_data",
     "mark_unfinished",
     "model_metrics",
     "model_name",
@@ -151,6 +159,7 @@ __all__ = [
     "stage_run",
     "tag_classifier",
     "tracking_uri",
+    "training_data",
     "training_inputs",
     "ui_command",
 ]

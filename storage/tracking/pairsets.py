@@ -20,6 +20,7 @@ from storage.tracking.tags import (
     CONTEXT_GENERATED,
     CONTEXT_TRAINING,
     DIGEST_CHARS,
+    TAG_DATA_KIND,
     TAG_DIGEST,
     TAG_SOURCE,
     TAG_STAGE,
@@ -77,7 +78,8 @@ def _dataset_runs(digest: str, context: str) -> list[Any]:
     ]
 
 
-def _source_uri(source_json: str) -> str:
+def source_uri(source_json: str) -> str:
+    """The URI inside an MLflow dataset source's JSON (the JSON itself when it holds none)."""
     return json.loads(source_json).get("uri", source_json)
 
 
@@ -94,7 +96,7 @@ def pair_sets_from_model(model_id: str) -> list[PairSetRef]:
         if any(m.model_id == model_id for m in r.inputs.model_inputs):
             for d in r.inputs.dataset_inputs:
                 if any(t.value == CONTEXT_GENERATED for t in d.tags):
-                    uri = _source_uri(d.dataset.source)
+                    uri = source_uri(d.dataset.source)
                     out.append(PairSetRef(uri, d.dataset.name, d.dataset.digest, r.info.run_id))
     return list({p.digest: p for p in out}.values())
 
@@ -112,9 +114,10 @@ def training_inputs(model_id: str) -> tuple[list[str], list[PairSetRef]]:
     """(model inputs, training pair sets) of the run that produced ``model_id``."""
     run = mlflow.get_run(mlflow.get_logged_model(model_id).source_run_id)
     sets = [
-        PairSetRef(_source_uri(d.dataset.source), d.dataset.name, d.dataset.digest, run.info.run_id)
+        PairSetRef(source_uri(d.dataset.source), d.dataset.name, d.dataset.digest, run.info.run_id)
         for d in run.inputs.dataset_inputs
         if any(t.value == CONTEXT_TRAINING for t in d.tags)
+        and not any(t.key == TAG_DATA_KIND for t in d.tags)  # an on-disk set, no pair set
     ]
     return [m.model_id for m in run.inputs.model_inputs], sets
 

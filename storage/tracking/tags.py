@@ -10,6 +10,7 @@ TAG_DIGEST, DIGEST_CHARS = "rectiflow.digest", 32
 TAG_STORE, TAG_SOURCE = "rectiflow.store", "rectiflow.source_model"
 TAG_DISTILLED = "rectiflow.distilled"
 TAG_MODELS, TAG_CONFIG = "rectiflow.models", "rectiflow.config"  # evaluated models, config name
+TAG_DATA_KIND, TAG_CLASSES = "rectiflow.data_kind", "rectiflow.classes"  # on-disk training sets
 TAG_CLF_KEY, TAG_CLF_DATA = "rectiflow.classifier_key", "rectiflow.classifier_data_digest"
 TAG_CLF_MODEL, TAG_CLF_VERSION = "rectiflow.classifier", "rectiflow.classifier_version"
 CLASSIFIER_NAME = "classifier.pt"

@@ -10,6 +10,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -17,15 +18,17 @@ import yaml
 from flows.config import load_config
 from flows.inputs import model_arg, store_args
 from rf_core.config import ModelConfig
+from rf_core.frechet import INCEPTION_ENV
 from rf_core.models import build_model
 from rf_core.training import load_checkpoint, save_checkpoint
 from storage.generate import generate_chunks
 from storage.pairstore import PairStore
-from tests.helpers import make_runs_dir, tiny_config_dict
+from tests.helpers import make_runs_dir, tiny_config_dict, write_shape_images
 from tests.procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MLP = ModelConfig(kind="mlp", data_shape=(2,), hidden=32, depth=2)
+TINY_UNET = ModelConfig(kind="unet", data_shape=(3, 8, 8), num_classes=3, base_channels=8)
 
 
 def _cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300):
@@ -36,8 +39,14 @@ def _cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300):
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "RECTIFLOW_DEBUG")}
+    unset = ("PREFECT_API_URL", "RECTIFLOW_DEBUG", INCEPTION_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     return {**env, "PYTHONPATH": str(REPO), **extra}
+
+
+def _rgb(data: dict, **overrides) -> dict:
+    """Overrides of a tiny RGB set on disk (``data``) for the toy config."""
+    return {"data": data, "model": TINY_UNET.model_dump(mode="json"), **overrides}
 
 
 def _yaml(path: Path, runs: Path, **overrides) -> str:
@@ -70,12 +79,21 @@ def world(tmp_path_factory, mlflow_template) -> dict[str, str]:
     generate_chunks(load_checkpoint(ckpt)[0], complete)
     complete.finalize()
     dask = {"execution.task_runner": "dask", "execution.dask_address": f"127.0.0.1:{free_port()}"}
+    shapes = {"dataset": "folder", "path": str(write_shape_images(d / "shapes", 1, size=8))}
+    np.savez(d / "wrong.npz", x=np.zeros((4, 3, 16, 16), np.uint8))
+    save_checkpoint(d / "rgb.pt", build_model(TINY_UNET), extra={"k": 1})
+    (d / "torch").mkdir()  # an empty torch hub cache: no Inception weights anywhere
     return {
         "dir": str(d), "runs": str(runs), "cfg": cfg_path, "ckpt": str(ckpt),
         "invalid": _yaml(d / "invalid.yaml", runs, **{"pairs.n": -5}),
         "moved": _yaml(d / "moved.yaml", runs),
         "dask": _yaml(d / "dask.yaml", runs, **dask, **{"execution.dask_timeout_s": 1}),
         "dead": _yaml(d / "dead.yaml", runs, **{"tracking.uri": f"http://127.0.0.1:{free_port()}"}),
+        "nofolder": _yaml(d / "nofolder.yaml", runs, **_rgb({**shapes, "path": f"{d}/nofolder"})),
+        "npz": _yaml(d / "npz.yaml", runs, **_rgb({"dataset": "npz", "path": f"{d}/wrong.npz"})),
+        "classes": _yaml(d / "classes.yaml", runs, **_rgb(shapes, **{"model.num_classes": 4})),
+        "noweights": _yaml(d / "noweights.yaml", runs, **_rgb(shapes, **{
+            "evaluate.inception_weights": f"{d}/missing.pth"})),
     }  # fmt: skip
 
 
@@ -103,6 +121,16 @@ CASES = [
     ("run-dask-unreachable", "run {dask}", "execution.dask_address: no Dask scheduler answered"),
     ("run-tracking-server-down", "run {dead}", "tracking: MLflow tracking server http://127.0.0.1:"),
     ("train-base-missing-config", "train-base {dir}/nope.yaml", "nope.yaml does not exist"),
+    ("run-missing-folder", "run {nofolder}",
+     "data.path: image folder {dir}/nofolder does not exist"),
+    ("train-base-npz-wrong-shape", "train-base {npz}",
+     "data.path: npz file {dir}/wrong.npz: array 'x' has shape (4, 3, 16, 16)"),
+    ("train-base-other-classes", "train-base {classes}",
+     "model.num_classes is 4 but {dir}/shapes has 3 classes (circle, square, triangle)"),
+    ("run-no-inception-weights", "run {noweights}",
+     "evaluate.inception_weights: Inception FID weights weights-inception-2015-12-05"),
+    ("evaluate-no-inception-weights", "evaluate {noweights} --model {dir}/rgb.pt",
+     "evaluate.inception_weights: Inception FID weights weights-inception-2015-12-05"),
     ("train-reflow-incomplete", "train-reflow {cfg} --store {dir}/partial.zarr",
      "store: pair store {dir}/partial.zarr is not complete"),
     ("train-reflow-missing-store", "train-reflow {cfg} --store {dir}/none.zarr",
@@ -128,7 +156,8 @@ def outcomes(world) -> dict[str, subprocess.CompletedProcess]:
     """Every case run once as its own process, two or three at a time (each pays the imports)."""
 
     def one(case: tuple[str, str, str]) -> subprocess.CompletedProcess:
-        return _cli(case[1].format(**world).split(), Path(world["dir"]), _env(), timeout=240)
+        env = _env(TORCH_HOME=f"{world['dir']}/torch")
+        return _cli(case[1].format(**world).split(), Path(world["dir"]), env, timeout=240)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         return dict(zip((c[0] for c in CASES), pool.map(one, CASES), strict=True))

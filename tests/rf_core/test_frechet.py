@@ -8,8 +8,6 @@ set and 500 query images, so "real" means unseen real digits, not the reference 
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
@@ -156,16 +154,6 @@ def test_inception_without_weights_says_what_is_missing(tmp_path, monkeypatch):
     assert "w.pth" in msg and "nowhere.pth" in msg and INCEPTION_ENV in msg
     assert "https://" in msg  # where to get it
     assert not list(tmp_path.rglob("*.pth"))  # and nothing was downloaded
-
-
-def test_inception_needs_torch_fidelity(tmp_path):
-    if importlib.util.find_spec("torch_fidelity") is not None:
-        pytest.skip("torch-fidelity is installed; this checks the message when it is not")
-    weights = tmp_path / INCEPTION_WEIGHTS
-    weights.write_bytes(b"not really weights")
-    real = torch.zeros(4, 3, 32, 32)
-    with pytest.raises(ModuleNotFoundError, match=r"pip install torch-fidelity==0\.4\.0"):
-        FrechetEvaluator(None, real, use_inception=True, inception_weights=weights)
 
 
 def test_find_inception_weights_order(tmp_path, monkeypatch):

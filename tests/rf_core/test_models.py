@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from pydantic import ValidationError
+from torch import nn
 
 from rf_core.config import ModelConfig, TrainConfig
-from rf_core.models import MLPVelocity, UNetVelocity, build_model, check_inputs, timestep_embedding
+from rf_core.models import (
+    AttnBlock,
+    MLPVelocity,
+    UNetVelocity,
+    build_model,
+    check_inputs,
+    timestep_embedding,
+)
+from rf_core.training import load_checkpoint
 
 SMALL_UNET = {"kind": "unet", "base_channels": 8, "time_emb_dim": 16}
 
@@ -131,3 +142,87 @@ def test_configs_are_frozen_and_round_trip_json():
     for bad in ({"steps": 0}, {"loss": "l1"}, {"t_sampler": "beta"}, {"ema_decay": 1.0}):
         with pytest.raises(ValidationError):
             TrainConfig(**{"steps": 10, "batch_size": 4, **bad})
+
+
+# ---------------------------------------------------------------------------------------------
+# U-Net options: num_res_blocks, attention_resolutions, dropout
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_checkpoint_saved_by_the_one_block_unet_loads_and_gives_the_same_outputs():
+    # unet_main.pt was written by save_checkpoint before these options existed (commit 3c719f3),
+    # with its state_dict keys and the outputs on a fixed batch beside it.
+    io = torch.load(FIXTURES / "unet_main_io.pt", weights_only=True)
+    model, payload = load_checkpoint(FIXTURES / "unet_main.pt")
+    assert list(model.state_dict()) == io["keys"]  # strict load: no key added or renamed
+    with torch.no_grad():  # float tolerance only: kernels differ by thread count and CPU
+        torch.testing.assert_close(model(io["x"], io["t"], io["y"]), io["v"], rtol=1e-5, atol=1e-6)
+    # The config dumps and prints exactly as then: stage keys and MLflow params do not change.
+    assert model.config.model_dump(mode="json") == payload["model_config"]
+    assert "num_res_blocks" not in str(model.config) and "dropout" not in repr(model.config)
+    rebuilt = build_model(model.config)
+    assert list(rebuilt.state_dict()) == io["keys"]
+
+
+def test_cifar10_config_unet_has_the_stated_size_and_shape():
+    model_cfg = yaml.safe_load((ROOT / "configs" / "cifar10.yaml").read_text())["model"]
+    cfg = ModelConfig(**model_cfg)
+    assert (cfg.num_res_blocks, cfg.attention_resolutions, cfg.dropout) == (4, (16,), 0.1)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == 49_356_803  # the figure the config's comment states
+    assert sum(isinstance(m, AttnBlock) for m in model.modules()) == 4 + 4  # 16x16, down and up
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert model(x, torch.rand(2), torch.tensor([0, -1])).shape == (2, 3, 32, 32)
+
+
+def test_more_blocks_attention_and_dropout_all_train_and_change_the_network():
+    base = dict(SMALL_UNET, data_shape=(3, 16, 16), num_classes=2, channel_mult=(1, 2))
+    cfg = ModelConfig(**base, num_res_blocks=2, attention_resolutions=(8, 4), dropout=0.5)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    plain = build_model(ModelConfig(**base))
+    assert len(model.down) == 4 and len(model.up) == 4 and len(plain.down) == 2
+    assert isinstance(model.mid_attn, AttnBlock) and isinstance(plain.mid_attn, nn.Identity)
+    assert sum(isinstance(m, AttnBlock) for m in model.down_attn) == 2  # the 8x8 level only
+    x, t, y = torch.randn(3, 3, 16, 16), torch.rand(3), torch.tensor([0, 1, -1])
+    model.train()
+    torch.manual_seed(1)
+    a = model(x, t, y)
+    b = model(x, t, y)
+    assert not torch.equal(a, b)  # dropout draws a new mask in training
+    a.square().sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    assert torch.equal(model(x, t, y), model(x, t, y))  # and none in evaluation
+
+
+def test_attention_block_starts_as_the_identity():
+    block = AttnBlock(16)
+    x = torch.randn(2, 16, 4, 4)
+    assert torch.equal(block(x), x)
+
+
+def test_attention_at_a_missing_resolution_names_the_field_and_the_heights():
+    with pytest.raises(ValidationError) as err:
+        ModelConfig(
+            kind="unet", data_shape=(3, 32, 32), channel_mult=(1, 2), attention_resolutions=(16, 64)
+        )
+    msg = str(err.value)
+    assert "model.attention_resolutions [16, 64]" in msg and "height 64" in msg
+    assert "[32, 16, 8]" in msg  # what the data does have
+    # patch folding changes the heights: 28 / 2 = 14 -> 7 -> 4
+    ModelConfig(kind="unet", data_shape=(1, 28, 28), patch_size=2, attention_resolutions=(7, 4))
+    with pytest.raises(ValidationError, match="height 28"):
+        ModelConfig(kind="unet", data_shape=(1, 28, 28), patch_size=2, attention_resolutions=(28,))
+
+
+def test_unet_settings_on_an_mlp_are_refused():
+    with pytest.raises(ValidationError, match="attention_resolutions, dropout: U-Net settings"):
+        ModelConfig(kind="mlp", data_shape=(2,), dropout=0.1, attention_resolutions=(1,))
+    with pytest.raises(ValidationError, match="dropout"):
+        ModelConfig(kind="unet", data_shape=(1, 8, 8), dropout=1.0)
