@@ -146,10 +146,12 @@ class TestingParams(_Frozen):
             attempts, after writing its first chunk group (a transient failure when
             ``n <= pairs.retries``, a permanent one otherwise).
         chunk_delay_s: sleep after each generated chunk group (makes kill tests deterministic).
+        step_delay_s: sleep before each training step (a window to kill a training in).
     """
 
     fail_shards: dict[int, int] = {}
     chunk_delay_s: float = Field(0.0, ge=0)
+    step_delay_s: float = Field(0.0, ge=0)
 
 
 class PipelineConfig(_Frozen):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class ModelConfig(BaseModel):
@@ -114,18 +114,24 @@ class TrainConfig(BaseModel):
     accumulation: int = Field(1, gt=0)
     ema_warmup: bool = False
 
-    @model_validator(mode="after")
-    def _divides(self) -> TrainConfig:
-        if self.batch_size % self.accumulation:
+    @field_validator("accumulation")
+    @classmethod
+    def _divides(cls, v: int, info: ValidationInfo) -> int:
+        batch = info.data.get("batch_size")
+        if batch is not None and batch % v:
             raise ValueError(
-                f"accumulation {self.accumulation} does not divide batch_size {self.batch_size}: "
-                "each micro-step takes batch_size / accumulation samples"
+                f"accumulation {v} does not divide batch_size {batch}: each micro-step takes "
+                "batch_size / accumulation samples"
             )
-        if self.warmup_steps >= self.steps:
-            raise ValueError(
-                f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})"
-            )
-        return self
+        return v
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _shorter(cls, v: int, info: ValidationInfo) -> int:
+        steps = info.data.get("steps")
+        if steps is not None and v >= steps:
+            raise ValueError(f"warmup_steps ({v}) must be smaller than steps ({steps})")
+        return v
 
     def micro_batch(self, processes: int = 1) -> int:
         """Samples per process and micro-step; ValueError when they do not divide evenly."""

@@ -117,7 +117,9 @@ def fit(
         cfg: optimisation settings.
         device: where to train.
         callback: called as ``callback(step, mean_loss)`` every ``cfg.log_every`` steps (in
-            every process; under data parallelism the loss is the mean over processes).
+            every process; under data parallelism the loss is the mean over processes). After a
+            resume it is first called for the steps logged before it, so it sees each logged
+            step exactly once.
         init_from: checkpoint whose weights (same ModelConfig) initialise ``model`` first.
         resume: a training state's payload (rf_core.train_state) to continue from; the run
             then goes on exactly as the run that wrote it would have.
@@ -154,6 +156,8 @@ def fit(
         if resume is not None:
             run.restore(resume, batches)
             losses, logged = list(resume["losses"].to(dev).unbind()), list(resume["logged"])
+            for done, recent in logged if callback is not None else ():
+                callback(done, recent)
         run.wrap()
         start = resume["step"] if resume is not None else 0
         _loop(run, _batch_source(batches), batches, start, losses, logged, callback, save)

@@ -9,6 +9,9 @@ CONTEXT_GENERATED, CONTEXT_TRAINING = "generated", "training"
 TAG_DIGEST, DIGEST_CHARS = "rectiflow.digest", 32
 TAG_STORE, TAG_SOURCE = "rectiflow.store", "rectiflow.source_model"
 TAG_DISTILLED = "rectiflow.distilled"
+# A training run that continued from a state: the run that wrote it, its step; and back.
+TAG_RESUMED_FROM, TAG_RESUMED_STEP = "rectiflow.resumed_from", "rectiflow.resumed_at_step"
+TAG_RESUMED_BY = "rectiflow.resumed_by"
 TAG_MODELS, TAG_CONFIG = "rectiflow.models", "rectiflow.config"  # evaluated models, config name
 TAG_CLF_KEY, TAG_CLF_DATA = "rectiflow.classifier_key", "rectiflow.classifier_data_digest"
 TAG_CLF_MODEL, TAG_CLF_VERSION = "rectiflow.classifier", "rectiflow.classifier_version"

@@ -102,7 +102,7 @@ def test_a_state_from_any_step_resumes_bit_identically(precision):
             resume=states[step],
         )  # fmt: skip
         assert res.resumed_from == step and digest(res) == digest(full)
-        assert states[step]["logged"] + later == logs  # each logged step once, same values
+        assert later == logs  # each logged step once (those before the state replayed)
 
 
 def test_resume_refuses_a_state_of_another_world_and_unresumable_batches():
