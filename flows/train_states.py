@@ -2,11 +2,12 @@
 
 - **Devices**: ``execution.train_devices`` processes (torchrun's number under torchrun), on
   the first devices of ``execution.devices``, checked to exist before any work.
-- **States**: every training stage writes its states to ``<runs>/checkpoints/states/<stage>-
-  <stage key>/``, so running the same command again (a deployment re-run, ``prefect flow-run
-  retry``) finds them. A run resumes from the newest valid state; damaged newer ones are named
-  in a warning. A state written by another configuration (another number of processes, a
-  state copied from elsewhere) is refused before any work, naming the differing settings.
+- **States**: every training stage writes its states to ``<runs>/checkpoints/states/
+  <experiment>/<stage>-<stage key>/``, so running the same command again (a deployment re-run,
+  ``prefect flow-run retry``) finds them. A run resumes from the newest valid state; damaged
+  newer ones are named in a warning. A state written by another configuration (another number
+  of processes, a state copied from elsewhere) is refused before any work, naming the
+  differing settings.
 - ``--fresh`` (``resume: false``) deletes the stage's states and starts from step 0; a stage
   that finished deletes them too (its model is in MLflow and ``<runs>/checkpoints/``).
 
@@ -142,7 +143,7 @@ class TrainingPlan:
 
 
 def states_folder(cfg: PipelineConfig, spec: StageSpec) -> Path:
-    return cfg.runs / "checkpoints" / "states" / f"{spec.name}-{spec.key}"
+    return cfg.runs / "checkpoints" / "states" / cfg.experiment / f"{spec.name}-{spec.key}"
 
 
 def fingerprint(cfg: PipelineConfig, section: str, train: TrainConfig, n: int) -> dict[str, Any]:

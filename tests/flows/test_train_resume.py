@@ -22,23 +22,19 @@ import torch
 import yaml
 
 from flows.config import load_config
-from rf_core.training import load_checkpoint
 from storage import tracking
+from tests.flows.training_kit import (
+    assert_same_weights,
+    cli_env,
+    final_weights,
+    loss_history,
+    newest_state,
+    pair_store,
+    stage_runs,
+)
 from tests.helpers import make_runs_dir, tiny_config_dict
 
-REPO = Path(__file__).resolve().parents[2]
 EVERY, DELAY = 20, 0.05  # a state every 20 steps; 1 s between two states
-
-
-def _env(api_url: str) -> dict[str, str]:
-    # COLUMNS: rich would wrap long log lines (file paths) at 80 columns outside a terminal.
-    return {**os.environ, "PREFECT_API_URL": api_url, "PYTHONPATH": str(REPO), "COLUMNS": "500"}
-
-
-def newest_state(runs: Path, stage: str) -> int:
-    """The step of the newest state manifest of ``stage`` under ``runs`` (0 if none)."""
-    found = (runs / "checkpoints" / "states").glob(f"{stage}-*/state-*.json")
-    return max((int(p.stem.split("-")[1]) for p in found), default=0)
 
 
 def kill_after(cmd: list[str], cwd: Path, env: dict, runs: Path, stage: str, step: int) -> int:
@@ -64,31 +60,6 @@ def kill_after(cmd: list[str], cwd: Path, env: dict, runs: Path, stage: str, ste
     return newest_state(runs, stage)
 
 
-def stage_runs(runs: Path, stage: str) -> list:
-    tracking.configure(runs)
-    exp = mlflow.get_experiment_by_name("tiny")
-    return mlflow.search_runs(
-        [exp.experiment_id], filter_string=f"tags.`{tracking.TAG_STAGE}` = '{stage}'",
-        order_by=["attributes.start_time ASC"], output_format="list",
-    )  # fmt: skip
-
-
-def loss_history(run_id: str) -> list[tuple[int, float]]:
-    hist = mlflow.MlflowClient().get_metric_history(run_id, "train_loss")
-    return sorted((m.step, m.value) for m in hist)
-
-
-def final_weights(run_id: str) -> dict[str, torch.Tensor]:
-    model, _ = load_checkpoint(tracking.run_output_model(run_id).checkpoint)
-    return model.state_dict()
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-
-
 def damage(path: Path, how: str) -> None:
     data = path.read_bytes()
     if how == "truncate":
@@ -111,10 +82,11 @@ def killed_three_times(api: str, tmp: Path, cfg: dict, args: list[str], stage: s
     newest = 0
     for step in sorted(random.sample(range(EVERY, 6 * EVERY, EVERY), 3)):
         # Each attempt must get past the state it resumes, so that it really trains.
-        newest = kill_after(cmd, tmp, _env(api), runs, stage, max(step, newest + EVERY))
-    folder = next((runs / "checkpoints" / "states").glob(f"{stage}-*"))
+        newest = kill_after(cmd, tmp, cli_env(api), runs, stage, max(step, newest + EVERY))
+    folder = next((runs / "checkpoints" / "states").glob(f"*/{stage}-*"))
     damage(folder / f"state-{newest}.pt", how)
-    done = subprocess.run(cmd, cwd=tmp, env=_env(api), capture_output=True, text=True, timeout=400)
+    env = cli_env(api)
+    done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout + done.stderr, newest
 
@@ -124,7 +96,7 @@ def uninterrupted(run_id: str) -> tuple[list[tuple[int, float]], dict[str, torch
     return loss_history(run_id), final_weights(run_id)
 
 
-def check_attempts(runs: Path, stage: str, damaged: int, reference: tuple) -> None:
+def check_attempts(runs: Path, stage: str, damaged: int, reference: tuple, steps: int) -> None:
     """Three killed runs then a finished one that resumed the state before the damaged one,
     its loss curve each logged step once and equal to the uninterrupted run's, same weights."""
     attempts = stage_runs(runs, stage)
@@ -135,10 +107,10 @@ def check_attempts(runs: Path, stage: str, damaged: int, reference: tuple) -> No
     assert writer in {r.info.run_id for r in attempts[:3]}
     assert mlflow.get_run(writer).data.tags[tracking.TAG_RESUMED_BY] == last.info.run_id
     history = loss_history(last.info.run_id)
-    assert [s for s, _ in history] == list(range(25, 151, 25))[: len(history)]
+    assert [s for s, _ in history] == list(range(25, steps + 1, 25))
     assert history == reference[0]
     assert_same_weights(final_weights(last.info.run_id), reference[1])
-    assert not list((runs / "checkpoints" / "states").glob(f"{stage}-*/state-*"))  # cleared
+    assert not list((runs / "checkpoints" / "states").glob(f"*/{stage}-*/state-*"))  # cleared
 
 
 @pytest.mark.slow
@@ -152,9 +124,29 @@ def test_train_base_killed_three_times_resumes_bit_identically(
         prefect_api, tmp_path, tiny_config_dict(runs_dir, **over), ["train-base"],
         "train_base", "flip",
     )  # fmt: skip
-    assert f"training state {runs_dir}/checkpoints/states/train_base-" in out
+    assert f"training state {runs_dir}/checkpoints/states/tiny/train_base-" in out
     assert f"state-{damaged}.pt skipped: damaged" in out
     (tmp_path / "ref").mkdir()
     ref_runs = make_runs_dir(tmp_path / "ref", mlflow_template)
     ref = train_base(load_config(tiny_config_dict(ref_runs)))  # uninterrupted, default interval
-    check_attempts(runs_dir, "train_base", damaged, uninterrupted(ref.run_id))
+    check_attempts(runs_dir, "train_base", damaged, uninterrupted(ref.run_id), 150)
+
+
+@pytest.mark.slow
+def test_train_reflow_killed_three_times_resumes_bit_identically(
+    prefect_api, tmp_path, runs_dir, mlflow_template
+):
+    from flows.train import train_reflow
+
+    over = {"reflow.train.checkpoint_every": EVERY, "testing.step_delay_s": DELAY}
+    cfg = tiny_config_dict(runs_dir, **over)
+    store = pair_store(tmp_path, cfg)
+    out, damaged = killed_three_times(
+        prefect_api, tmp_path, cfg, ["train-reflow", "--store", store], "train_reflow",
+        "truncate",
+    )  # fmt: skip
+    assert f"state-{damaged}.pt skipped: truncated" in out
+    (tmp_path / "ref").mkdir()
+    ref_runs = make_runs_dir(tmp_path / "ref", mlflow_template)
+    ref = train_reflow(load_config(tiny_config_dict(ref_runs)), store=store)
+    check_attempts(runs_dir, "train_reflow", damaged, uninterrupted(ref.run_id), 100)
