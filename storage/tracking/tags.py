@@ -8,6 +8,7 @@ TAG_K, TAG_SHA = "rectiflow.k", "rectiflow.checkpoint_sha256"
 CONTEXT_GENERATED, CONTEXT_TRAINING = "generated", "training"
 TAG_DIGEST, DIGEST_CHARS = "rectiflow.digest", 32
 TAG_STORE, TAG_SOURCE = "rectiflow.store", "rectiflow.source_model"
+TAG_PAIR_SEED = "rectiflow.pair_seed"  # the noise seed of a generation run's pairs
 TAG_DISTILLED = "rectiflow.distilled"
 # A training run that continued from a state: the run that wrote it, its step; and back.
 TAG_RESUMED_FROM, TAG_RESUMED_STEP = "rectiflow.resumed_from", "rectiflow.resumed_at_step"
