@@ -26,6 +26,11 @@ class ExecutionParams(BaseModel):
 
     Attributes:
         devices: "auto" (every CUDA device, else the CPU) or a list such as ["cuda:0", "cuda:1"].
+        train_devices: data-parallel training processes, one per device: the first
+            ``train_devices`` of ``devices`` (list "cpu" twice to train with 2 processes on the
+            CPU). The batch of a step is the training section's ``batch_size`` whatever the
+            number, so it changes no resume key; a training state resumes only with the number
+            that wrote it. Under torchrun the number is torchrun's.
         task_runner: "thread" (one shard task per local device, in this process) or "dask".
         dask_address: scheduler of an existing Dask cluster ("tcp://10.0.0.5:8786"); None
             starts a LocalCluster for the run (one worker per CUDA device, else ``dask_workers``).
@@ -43,6 +48,7 @@ class ExecutionParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     devices: Literal["auto"] | tuple[str, ...] = "auto"
+    train_devices: int = Field(1, gt=0)
     task_runner: Literal["thread", "dask"] = "thread"
     dask_address: str | None = Field(
         None, pattern=r"^([a-z]+://)?(\[[0-9A-Fa-f:]+\]|[^\s:/\[\]]+):\d+$"

@@ -52,8 +52,10 @@ def open_store(cfg: PipelineConfig, given: GenerateInputs) -> PairStore:
 def generate_stage(cfg: PipelineConfig, given: GenerateInputs) -> StageSpec:
     """A generation run is decided by its store: the store's attributes fix the pairs."""
     m, uri = given.model, given.uri
-    tags = {tracking.TAG_STORE: uri, tracking.TAG_SOURCE: m.uri}
+    seed = cfg.pairs.round_seed(m.k)
+    tags = {tracking.TAG_STORE: uri, tracking.TAG_SOURCE: m.uri, tracking.TAG_PAIR_SEED: seed}
     params = {"pairs": cfg.pairs.model_dump(mode="json"), "store": uri, "model": m.uri}
+    params["pair_seed"] = seed  # this round's: pairs.seed for 1-RF's pairs, derived after
     params |= {"execution": cfg.execution.model_dump(mode="json", exclude={"storage_options"})}
     return StageSpec("generate_pairs", (uri,), tags, params)
 

@@ -193,9 +193,9 @@ def store_args(cfg: PipelineConfig, model: tracking.ModelRef) -> dict[str, Any]:
     """Everything that makes a store's pairs what they are (PairStore.open_or_create kwargs)."""
     p = cfg.pairs
     return {
-        "n": p.n, "chunk": p.chunk, "sample_shape": cfg.model.data_shape, "seed": p.seed,
-        "source": model.source(), "solver": p.solver, "dataset": cfg.data.dataset,
-        "num_classes": cfg.model.num_classes,
+        "n": p.n, "chunk": p.chunk, "sample_shape": cfg.model.data_shape,
+        "seed": p.round_seed(model.k), "source": model.source(), "solver": p.solver,
+        "dataset": cfg.data.dataset, "num_classes": cfg.model.num_classes,
     }  # fmt: skip
 
 

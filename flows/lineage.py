@@ -100,7 +100,8 @@ def _grow(lines: list[str], model_id: str, lin: Lineage, depth: int) -> None:
     pad = "   " * (depth - 1) + "└─ "
     for ps in tracking.pair_sets_from_model(model_id):
         text = _mark(f"pair set {ps.uri}", ps.uri == lin.focus)
-        lines.append(f"{pad}{text}  [dim]digest {ps.digest}[/]")
+        seed = f", seed {ps.seed}" if ps.seed is not None else ""
+        lines.append(f"{pad}{text}  [dim]digest {ps.digest}{seed}[/]")
         for trained in tracking.models_trained_on(ps.digest):
             lines.append("   " * depth + "└─ " + _model_label(trained, lin))
             _grow(lines, trained, lin, depth + 2)

@@ -12,6 +12,7 @@ from flows.generate import generate_pairs
 from flows.inputs import pipeline_inputs
 from flows.stage import StageRunner, StageSpec, result_sections
 from flows.train import train_base, train_distill, train_reflow
+from flows.train_states import check_pipeline
 from rf_core.evaluate import EvalRow
 from storage import tracking
 from tasks.results import PairSetResult
@@ -66,6 +67,7 @@ def pipeline(config: PipelineConfig | str) -> PipelineResult:
     """
     cfg = load_config(config)
     pipeline_inputs(cfg)  # before any run: the data fits the model, the metric can be computed
+    check_pipeline(cfg)  # the devices of every training stage, before any work
     stages, logger = StageRunner(cfg), get_run_logger()
     with stages.run(pipeline_stage(cfg)) as run:
         current = train_base(cfg, parent_run_id=run.run_id)

@@ -24,10 +24,12 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
+from pydantic import BaseModel
 
 from flows.config import PipelineConfig
 from flows.errors import note_stage
 from flows.inputs import connect
+from rf_core.config import TrainConfig
 from storage import tracking
 from tasks.progress import artifact_key
 
@@ -42,8 +44,19 @@ def stage_key(*parts: Any) -> str:
 
 
 def result_sections(cfg: PipelineConfig) -> dict[str, Any]:
-    """The config as JSON without the sections that do not change results (the pipeline's key)."""
-    return cfg.model_dump(mode="json", exclude=set(NOT_RESULTS))
+    """The config as JSON without the sections that do not change results (the pipeline's key);
+    training sections as their :meth:`~rf_core.config.TrainConfig.key_dump`."""
+    return _key_dumps(cfg, cfg.model_dump(mode="json", exclude=set(NOT_RESULTS)))
+
+
+def _key_dumps(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
+    for name in data:
+        value = getattr(model, name)
+        if isinstance(value, TrainConfig):
+            data[name] = value.key_dump()
+        elif isinstance(value, BaseModel):
+            _key_dumps(value, data[name])
+    return data
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,24 @@
 
 Each flow checks its inputs, builds its :class:`~flows.stage.StageSpec` (the stage key comes from
 the result-deciding settings only), reuses a finished identical run when resuming, and otherwise
-runs its training task inside the stage run and registers the model.
+runs its training task inside the stage run and registers the model. A training killed midway
+continues from its newest training state when the same command runs again; the new MLflow run
+is tagged with the run it continues (``rectiflow.resumed_from``, ``rectiflow.resumed_at_step``),
+that run with ``rectiflow.resumed_by``, and the new run's loss curve holds every logged step
+once (flows.train_states, docs/training.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from prefect import flow, get_run_logger
 
-from flows.common import checkpoint_dir, train_device
+from flows.common import checkpoint_dir
 from flows.config import PipelineConfig, load_config
 from flows.inputs import TrainingInputs, base_inputs, data_input, distill_inputs, reflow_inputs
 from flows.stage import StageRun, StageRunner, StageSpec
+from flows.train_states import TrainingPlan, processes, training_plan
 from rf_core.config import TrainConfig
 from rf_core.datasets import DatasetIdentity
 from rf_core.training import load_checkpoint
@@ -29,7 +36,13 @@ from tasks.train import (
 
 
 def _params(cfg: PipelineConfig, train_cfg: TrainConfig) -> dict:
-    return {"train": train_cfg.model_dump(mode="json"), "model": cfg.model.model_dump(mode="json")}
+    """The settings as MLflow params, with the batch as it is split: the effective batch (the
+    ``batch_size`` of a step) = processes x micro_batch x accumulation."""
+    n = processes(cfg)
+    split = {"effective_batch": train_cfg.batch_size, "processes": n}
+    split["micro_batch"] = train_cfg.batch_size // (n * train_cfg.accumulation)
+    train = train_cfg.model_dump(mode="json") | split
+    return {"train": train, "model": cfg.model.model_dump(mode="json")}
 
 
 def base_stage(cfg: PipelineConfig, data: DatasetIdentity | None = None) -> StageSpec:
@@ -57,11 +70,56 @@ def distill_stage(cfg: PipelineConfig, given: TrainingInputs) -> StageSpec:
     return StageSpec("distill", inputs, {tracking.TAG_K: teacher.k}, _params(cfg, train_cfg))
 
 
-def _job(cfg: PipelineConfig, run: StageRun, train_cfg: TrainConfig, k: int, name: str) -> TrainJob:
+def _job(cfg: PipelineConfig, run: StageRun, plan: TrainingPlan, k: int, name: str) -> TrainJob:
     out = checkpoint_dir(cfg) / f"{cfg.experiment}-{name}-{run.run_id}.pt"
+    resume = str(plan.resume.path) if plan.resume is not None else None
     return TrainJob(
-        cfg.model, train_cfg, str(out), run.run_id, k, cfg.data.dataset, train_device(cfg)
-    )
+        cfg.model, plan.train, str(out), run.run_id, k, cfg.data.dataset, plan.devices,
+        str(plan.states), resume, plan.fingerprint, cfg.testing.step_delay_s,
+    )  # fmt: skip
+
+
+def base_plan(cfg: PipelineConfig, data: DatasetIdentity | None = None) -> TrainingPlan:
+    """How ``train_base`` would train (checked, with the state it would resume); ``data``: the
+    identity of a set on disk (:func:`flows.inputs.base_inputs`)."""
+    return training_plan(cfg, base_stage(cfg, data), "base", cfg.base)
+
+
+def reflow_plan(cfg: PipelineConfig, given: TrainingInputs) -> TrainingPlan:
+    return training_plan(cfg, reflow_stage(cfg, given), "reflow.train", cfg.reflow.train)
+
+
+def distill_plan(cfg: PipelineConfig, given: TrainingInputs) -> TrainingPlan:
+    train = cfg.distill.train_config()
+    return training_plan(cfg, distill_stage(cfg, given), "distill", train)
+
+
+def _start(plan: TrainingPlan, stage: str) -> TrainingPlan:
+    """Report the plan's damaged states (a warning each) and what it resumes."""
+    plan.start()
+    for line in plan.warnings():
+        get_run_logger().warning(line)
+    if plan.resume is not None:
+        get_run_logger().info(
+            "%s: resuming from %s (step %d)", stage, plan.resume.path, plan.resume.step
+        )
+    return plan
+
+
+def _attempt(spec: StageSpec, plan: TrainingPlan) -> StageSpec:
+    """The stage run, tagged with the run and step it continues when it resumes a state."""
+    if plan.resume is None:
+        return spec
+    prev = {tracking.TAG_RESUMED_FROM: plan.resume.manifest.get("run_id", "")}
+    prev[tracking.TAG_RESUMED_STEP] = plan.resume.step
+    return dataclasses.replace(spec, tags={**spec.tags, **prev})
+
+
+def _link(plan: TrainingPlan, run: StageRun) -> None:
+    """Tag the run that wrote the resumed state with the run that continues it."""
+    prev = plan.resume.manifest.get("run_id") if plan.resume is not None else None
+    if prev:
+        tracking.tag_run(prev, {tracking.TAG_RESUMED_BY: run.run_id})
 
 
 def _log_training_inputs(given: TrainingInputs) -> None:
@@ -82,7 +140,8 @@ def _register(
         model, result.checkpoint, result.sha256, f"{cfg.experiment}-{name}", k,
         cfg.tracking.model_format, distilled=distilled,
     )  # fmt: skip
-    run.metrics({"final_loss": result.final_loss, "train_seconds": result.seconds}, result.steps)
+    summary = {"final_loss": result.final_loss, "train_seconds": result.seconds}
+    run.metrics(summary | {"resumed_from_step": result.resumed_from}, result.steps)
     get_run_logger().info("%s trained: %s (%s)", name, ref.model_id, ref.registered)
     return ref
 
@@ -106,11 +165,15 @@ def train_base(config: PipelineConfig | str, parent_run_id: str | None = None) -
     spec = base_stage(cfg, data)
     if ref := stages.reuse(spec):
         return ref
-    with stages.run(spec) as run:
+    plan = _start(base_plan(cfg, data), spec.name)
+    with stages.run(_attempt(spec, plan)) as run:
+        _link(plan, run)
         if data is not None:  # the set on disk: a "training" dataset input, with its classes
             tracking.log_training_data(data.path, data.digest, data.kind, data.n, data.classes)
-        result = train_base_model(_job(cfg, run, cfg.base, 1, "1rf"), data_input(cfg))
-        return _register(cfg, run, result, 1)
+        result = train_base_model(_job(cfg, run, plan, 1, "1rf"), data_input(cfg))
+        ref = _register(cfg, run, result, 1)
+    plan.finished()
+    return ref
 
 
 @flow(name="train_reflow")
@@ -135,11 +198,15 @@ def train_reflow(
     spec, k = reflow_stage(cfg, given), given.pairs.k + 1
     if ref := stages.reuse(spec):
         return ref
-    with stages.run(spec) as run:
+    plan = _start(reflow_plan(cfg, given), spec.name)
+    with stages.run(_attempt(spec, plan)) as run:
+        _link(plan, run)
         _log_training_inputs(given)
         pairs = PairsInput(given.pairs.uri, given.init.checkpoint if given.init else None)
-        result = train_reflow_model(_job(cfg, run, cfg.reflow.train, k, f"{k}rf"), pairs)
-        return _register(cfg, run, result, k)
+        result = train_reflow_model(_job(cfg, run, plan, k, f"{k}rf"), pairs)
+        ref = _register(cfg, run, result, k)
+    plan.finished()
+    return ref
 
 
 @flow(name="distill")
@@ -167,8 +234,12 @@ def train_distill(
     spec, k = distill_stage(cfg, given), given.init.k
     if ref := stages.reuse(spec):
         return ref
-    with stages.run(spec) as run:
+    plan = _start(distill_plan(cfg, given), spec.name)
+    with stages.run(_attempt(spec, plan)) as run:
+        _link(plan, run)
         _log_training_inputs(given)
-        job = _job(cfg, run, cfg.distill.train_config(), k, f"{k}rf-distill")
+        job = _job(cfg, run, plan, k, f"{k}rf-distill")
         result = distill_model(job, PairsInput(given.pairs.uri, given.init.checkpoint))
-        return _register(cfg, run, result, k, distilled=True)
+        ref = _register(cfg, run, result, k, distilled=True)
+    plan.finished()
+    return ref

@@ -151,13 +151,15 @@ class ModelConfig(Evolving):
         return self
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Evolving):
     """Optimisation settings of :func:`rf_core.training.fit`.
 
     Attributes:
         steps: number of optimizer steps.
-        batch_size: samples per step (used by couplings that draw batches).
-        lr: AdamW learning rate.
+        batch_size: samples per optimizer step, over all processes and micro-steps together (the
+            effective batch). Each process takes ``batch_size / (processes * accumulation)`` per
+            micro-step; the number of processes is where the run is, not part of the recipe.
+        lr: AdamW peak learning rate.
         weight_decay: AdamW weight decay.
         ema_decay: decay of the exponential moving average of the weights; 0 disables EMA.
         t_sampler: distribution of training times, see :mod:`rf_core.timesteps`.
@@ -165,9 +167,23 @@ class TrainConfig(BaseModel):
         grad_clip: max global grad norm, ``None`` for no clipping.
         seed: seeds parameter init (when fit builds nothing, only t sampling) and time sampling.
         log_every: call the callback every this many steps.
+        checkpoint_every: write a training state (everything a resume needs) every this many
+            steps; a killed run continues from the newest one.
+        keep_last: training states kept on disk (older ones are deleted as new ones are written).
+        precision: ``fp32``, or ``bf16`` autocast (weights, optimizer and EMA stay fp32).
+        compile: run the training forward under ``torch.compile``.
+        lr_schedule: after the warmup, ``constant`` or ``cosine`` decay to 0 at the last step.
+        warmup_steps: linear learning-rate warmup from 0 over this many steps.
+        accumulation: micro-steps (gradient accumulation) per optimizer step; must divide
+            ``batch_size`` (times the number of processes).
+        ema_warmup: EMA decay ``min(ema_decay, (1 + n) / (10 + n))`` at update n, so the average
+            forgets the random initialisation quickly.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Settings added after the first TrainConfig; at their defaults they reproduce its behaviour.
+    ADDED: ClassVar[frozenset[str]] = frozenset(
+        {"precision", "lr_schedule", "warmup_steps", "accumulation", "ema_warmup"}
+    )
 
     steps: int = Field(gt=0)
     batch_size: int = Field(gt=0)
@@ -179,6 +195,71 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0)
     seed: int = 0
     log_every: int = Field(50, gt=0)
+    checkpoint_every: int = Field(1000, gt=0)
+    keep_last: int = Field(3, gt=0)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    accumulation: int = Field(1, gt=0)
+    ema_warmup: bool = False
+
+    @field_validator("accumulation")
+    @classmethod
+    def _divides(cls, v: int, info: ValidationInfo) -> int:
+        batch = info.data.get("batch_size")
+        if batch is not None and batch % v:
+            raise ValueError(
+                f"accumulation {v} does not divide batch_size {batch}: each micro-step takes "
+                "batch_size / accumulation samples"
+            )
+        return v
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _shorter(cls, v: int, info: ValidationInfo) -> int:
+        steps = info.data.get("steps")
+        if steps is not None and v >= steps:
+            raise ValueError(f"warmup_steps ({v}) must be smaller than steps ({steps})")
+        return v
+
+    def micro_batch(self, processes: int = 1) -> int:
+        """Samples per process and micro-step; ValueError when they do not divide evenly."""
+        share = processes * self.accumulation
+        if self.batch_size % share:
+            raise ValueError(
+                f"batch_size {self.batch_size} does not split into {processes} processes x "
+                f"{self.accumulation} micro-steps (accumulation): make it a multiple of {share}"
+            )
+        return self.batch_size // share
+
+    def key_dump(self) -> dict:
+        """The settings that decide the trained weights, as JSON (what resume keys digest).
+
+        ``checkpoint_every``, ``keep_last`` and ``compile`` change when states are written and
+        how a step is computed (compiled kernels round differently, ~1e-6), never the recipe:
+        they are left out. Settings added after the first version enter only when they differ
+        from their default (the default is the first version's behaviour), so a config that uses
+        none of them keeps the key it always had and its finished stages are still reused.
+        """
+        return self.model_dump(mode="json", include=set(self._key_fields()))
+
+    def _key_fields(self) -> list[str]:
+        return [
+            name
+            for name in type(self).model_fields
+            if name not in NOT_IN_KEY and not (name in self.ADDED and self._at_default(name))
+        ]
+
+    def __repr_args__(self):
+        # str(config) is part of stage keys (they digest their inputs with default=str): the
+        # same fields as key_dump, so adding a setting with a neutral default changes no key.
+        fields = set(self._key_fields())
+        return [(k, v) for k, v in super().__repr_args__() if k in fields]
+
+
+# How and when a training step runs, never what it computes (kept out of resume keys).
+NOT_IN_KEY = frozenset({"checkpoint_every", "keep_last", "compile"})
 
 
 class ClassifierRecipe(BaseModel):

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from rf_core.datasets import DISK_KINDS, FolderImages, to_unit_range
 from rf_core.npz_arrays import NpzArrays
-from rf_core.training import Batch, independent_coupling
 
 TOYS = ("8gaussians", "moons", "two_points", "checkerboard")
 SPLITS = ("train", "test")
@@ -214,52 +211,3 @@ def open_disk_dataset(
     if kind == "npz":
         return NpzArrays(path, shape, values, scale, shift)
     raise ValueError(f"dataset kind {kind!r} is unknown; allowed: {', '.join(DISK_KINDS)}")
-
-
-def hflip(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Mirror each image of (B, C, H, W) left-right with probability 1/2 (one draw per image)."""
-    flip = torch.rand(len(x), generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
-
-
-def loader_batches(
-    dataset: Dataset,
-    batch_size: int,
-    seed: int,
-    workers: int = 0,
-    flip: bool = False,
-    labels: bool = True,
-) -> Iterator[Batch]:
-    """Endless 1-RF batches streamed from a map-style dataset by DataLoader workers.
-
-    The order comes from a sampler seeded with ``seed`` (a new permutation each epoch) and the
-    flips and noise from a generator in this process, so the batches are the same whatever the
-    number of workers. Only full batches are used (``batch_size`` is capped at the set's size).
-
-    Args:
-        dataset: yields ``(x (C, H, W) float32, y int64)``.
-        batch_size: samples per batch.
-        seed: seeds the order, the flips and the noise.
-        workers: DataLoader worker processes (0 reads in this process).
-        flip: mirror images left-right at random.
-        labels: False trains unconditionally: every y is -1.
-
-    Yields:
-        (x0, x1, y): noise, data (B, C, H, W), labels (B,).
-    """
-    if len(dataset) == 0:
-        raise ValueError("dataset is empty")
-    order = torch.Generator().manual_seed(seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=min(batch_size, len(dataset)),
-        sampler=RandomSampler(dataset, generator=order),
-        num_workers=workers,
-        drop_last=True,
-        persistent_workers=workers > 0,
-    )
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        for x1, y in loader:
-            y = y if labels else torch.full_like(y, -1)
-            yield independent_coupling(hflip(x1, g) if flip else x1, y, g)

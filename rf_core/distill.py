@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +49,7 @@ def distill(
     cfg: TrainConfig,
     device: str | torch.device = "cpu",
     callback: Callable[[int, float], None] | None = None,
+    **options: Any,
 ) -> FitResult:
     """Train a 1-step student initialised from ``teacher`` (the k-RF model) on reflow pairs.
 
@@ -59,6 +61,7 @@ def distill(
             ``grad_clip``, ``loss`` and ``log_every`` are used; ``t_sampler`` is forced to ``zero``.
         device: where to train.
         callback: called as ``callback(step, mean_loss)`` every ``cfg.log_every`` steps.
+        **options: passed on to :func:`rf_core.training.fit` (``resume``, ``save``, ``world``).
 
     Returns:
         FitResult whose ``model`` (EMA if enabled, eval mode) is the distilled student.
@@ -68,4 +71,5 @@ def distill(
         FloatingPointError: when the loss becomes NaN or Inf.
     """
     student = copy.deepcopy(teacher)
-    return fit(student, batches, cfg.model_copy(update={"t_sampler": "zero"}), device, callback)
+    cfg = cfg.model_copy(update={"t_sampler": "zero"})
+    return fit(student, batches, cfg, device, callback, **options)

@@ -8,6 +8,11 @@ every rank and DataLoader worker, so they can split it without talking: rank r t
 world_size-th chunk, then worker w of that rank every num_workers-th of those. Samples are shuffled
 inside a buffer of ``buffer_chunks`` chunks, so memory is bounded by the buffer (two buffers with
 prefetching: the next is read while the current one is consumed), never by n.
+
+A stream iterated in-process can be resumed (:meth:`PairStream.state_dict`): its state is the
+epoch and the batches taken from it. Restored, the stream skips those batches without reading
+the chunks they came from (the shuffle of a skipped buffer needs only the chunk sizes) and
+yields exactly the batches an uninterrupted iteration would have.
 """
 
 from __future__ import annotations
@@ -86,6 +91,8 @@ class PairStream(IterableDataset):
             )
         self.seed = store.seed if seed is None else int(seed)
         self.epoch = 0
+        self._skip = 0  # batches of the next epoch to skip (a resumed position)
+        self._at = (0, 0)  # (epoch, batches yielded from it) of the iteration in progress
         # Reused in-process (opening costs ~10 ms); never pickled: reopened in spawned workers.
         self._store: PairStore | None = store
         self._refresh(store)
@@ -100,9 +107,20 @@ class PairStream(IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's shuffle; with only_done, also pick up chunks finished since."""
-        self.epoch = int(epoch)
+        self.epoch, self._at = int(epoch), (int(epoch), 0)
         if self.only_done:
             self._refresh(PairStore.open(self.uri, mode="r"))
+
+    def state_dict(self) -> dict[str, int]:
+        """Where an in-process iteration stands: its epoch and the batches yielded from it
+        (before any iteration: the next epoch, 0)."""
+        return {"epoch": int(self._at[0]), "position": int(self._at[1])}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next iteration continue ``state``: its epoch, after its first ``position``
+        batches."""
+        self.epoch, self._skip = int(state["epoch"]), int(state["position"])
+        self._at = (self.epoch, self._skip)
 
     def rank_chunks(self, epoch: int) -> list[int]:
         """Chunk ids this rank streams in ``epoch``, in order (all its workers together)."""
@@ -124,30 +142,75 @@ class PairStream(IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
-        epoch = self.epoch
-        self.epoch += 1  # advances persistent workers and in-process iteration
+        epoch, skip = self.epoch, self._skip
+        self.epoch, self._skip = epoch + 1, 0  # advances persistent workers and in-process use
+        self._at = (epoch, skip)
         if self._store is None:
             self._store = PairStore.open(self.uri, mode="r")
         mine = self.rank_chunks(epoch)[worker::n_workers]
         groups = [mine[g : g + self.buffer_chunks] for g in range(0, len(mine), self.buffer_chunks)]
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker, 1])
-        buffers = self._buffers(groups)
+        first, carried, skip = self._skip_groups(groups, rng, skip)
+        buffers = self._buffers(groups[first:])
         try:
-            yield from self._batches(buffers, rng)
+            for batch in self._batches(buffers, rng, carried, skip):
+                self._at = (epoch, self._at[1] + 1)
+                yield batch
         finally:
             buffers.close()  # waits for a prefetching reader before the epoch ends
 
-    def _batches(self, buffers: Iterator[list[Segment]], rng: np.random.Generator):
-        """Shuffled batches of each buffer; a short remainder is carried into the next one."""
-        carried: list[Segment] = []  # the last buffer's remainder, a segment of fresh arrays
+    def _skip_groups(
+        self, groups: list[list[int]], rng: np.random.Generator, skip: int
+    ) -> tuple[int, list[Segment], int]:
+        """Pass over the buffers whose batches are all among the first ``skip`` without reading
+        them: their shuffles are drawn (the rng must advance as it would have) and their
+        remainder followed as (chunk, row) references. Returns the first buffer to read, the
+        remainder carried into it (read now: only its rows' chunks), and the batches of that
+        buffer still to skip."""
+        if skip == 0:
+            return 0, [], 0
+        refs = np.empty((0, 2), dtype=np.int64)  # (chunk id, row) of the carried remainder
+        for k, group in enumerate(groups):
+            live = np.concatenate([refs, *(_refs(i, self._sizes[i]) for i in group)])
+            n_batches = len(live) // self.batch_size
+            if skip < n_batches:
+                return k, self._rows(refs), skip
+            order = rng.permutation(len(live)) if self.shuffle else np.arange(len(live))
+            refs, skip = live[np.sort(order[n_batches * self.batch_size :])], skip - n_batches
+        left = len(refs) > 0 and not self.drop_last and skip == 0  # the epoch's short last batch
+        return len(groups), self._rows(refs) if left else [], 0
+
+    def _rows(self, refs: np.ndarray) -> list[Segment]:
+        """The rows ``refs`` ((chunk id, row) pairs) as one segment of fresh arrays."""
+        if not len(refs):
+            return []
+        chunks = {int(i): self._read_chunk(int(i)) for i in np.unique(refs[:, 0])}
+        out = _empty(list(chunks.values()), len(refs))
+        for i, seg in chunks.items():
+            at = refs[:, 0] == i
+            for src, dst in zip(seg, out, strict=True):
+                dst[at] = src[refs[at, 1]]
+        return [out]
+
+    def _batches(
+        self,
+        buffers: Iterator[list[Segment]],
+        rng: np.random.Generator,
+        carried: list[Segment] | None = None,
+        skip: int = 0,
+    ):
+        """Shuffled batches of each buffer; a short remainder is carried into the next one.
+        ``carried``: a remainder to start with; ``skip``: batches of the first buffer to drop."""
+        carried = carried or []  # the last buffer's remainder, a segment of fresh arrays
         for chunks in buffers:
             segments = carried + chunks
             starts = np.cumsum([0] + [len(seg[2]) for seg in segments])
             live = int(starts[-1])
             order = rng.permutation(live) if self.shuffle else np.arange(live)
             full = live // self.batch_size * self.batch_size
-            for s in range(0, full, self.batch_size):
+            for s in range(skip * self.batch_size, full, self.batch_size):
                 yield _as_tensors(_gather(segments, starts, order[s : s + self.batch_size]))
+            skip = 0
             # Copied out now: the buffer's chunks are released when the next one is read.
             carried = [_gather(segments, starts, order[full:])] if full < live else []
             del segments, chunks  # unmapped before the next buffer is read, not after
@@ -185,6 +248,11 @@ class PairStream(IterableDataset):
         or from the markers themselves (_refresh), and a marker read costs a zarr round trip.
         """
         return self._store.view_chunk(i)
+
+
+def _refs(chunk: int, n: int) -> np.ndarray:
+    """(chunk, row) references of a chunk's ``n`` rows, shape (n, 2)."""
+    return np.stack([np.full(n, chunk, dtype=np.int64), np.arange(n, dtype=np.int64)], 1)
 
 
 def _empty(segments: list[Segment], n: int) -> Segment:

@@ -84,18 +84,25 @@ def load_data(
 
 
 def train_batches(
-    data: DataInput, shape: tuple[int, ...], batch_size: int, labels: bool = True
+    data: DataInput,
+    shape: tuple[int, ...],
+    batch_size: int,
+    labels: bool = True,
+    rank: int = 0,
+    world: int = 1,
 ) -> Iterable[tuple[Tensor, ...]]:
-    """Endless 1-RF batches (x0, x1, y): shuffled data, each paired with fresh noise.
+    """Endless, resumable 1-RF batches (x0, x1, y): shuffled data, each paired with fresh noise;
+    process ``rank`` of ``world`` data-parallel ones gets its rows of each global batch of
+    ``batch_size``.
 
     Sets held in memory (toys, MNIST-5k, torchvision) without ``flip`` take the in-memory
     minibatch path; on-disk sets are checked whole first (a bad file fails here, naming it,
     before training starts) and then streamed by DataLoader workers, as are flipped sets.
     ``labels=False`` trains unconditionally (every y is -1).
     """
-    from rf_core.data import loader_batches
+    from rf_core.batches import independent_batches
     from rf_core.datasets import DatasetError
-    from rf_core.training import independent_batches
+    from rf_core.loader_batches import LoaderBatches
 
     if data.on_disk:
         try:
@@ -106,11 +113,13 @@ def train_batches(
     else:
         x1, y = load_data(data.dataset, "train", n_toy=data.n_train, seed=data.seed, root=data.root)
         y = y if labels else torch.full_like(y, -1)
-        if not data.flip:  # today's path, batch for batch
+        if not data.flip:  # the in-memory path, batch for batch
             g = torch.Generator().manual_seed(data.seed)
-            return independent_batches(x1, y, min(batch_size, len(x1)), g)
+            size = min(batch_size // world, len(x1) // world)
+            return independent_batches(x1, y, size, g, rank, world)
         ds = torch.utils.data.TensorDataset(x1, y)
-    return loader_batches(ds, batch_size, data.seed, data.workers, data.flip, labels)
+    per_process = batch_size // world
+    return LoaderBatches(ds, per_process, data.seed, data.workers, data.flip, labels, rank, world)
 
 
 def reference_images(data: DataInput, shape: tuple[int, ...], n: int, seed: int) -> Tensor:

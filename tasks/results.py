@@ -22,7 +22,8 @@ class TrainResult:
         sha256: the checkpoint file's sha256.
         final_loss: mean training loss of the last 50 logged steps.
         seconds: wall time of the task.
-        steps: optimiser steps taken.
+        steps: optimiser steps taken (those before a resume included).
+        resumed_from: the step a training state let it continue from (0: from scratch).
     """
 
     checkpoint: str
@@ -30,6 +31,7 @@ class TrainResult:
     final_loss: float
     seconds: float
     steps: int
+    resumed_from: int = 0
 
 
 @dataclass(frozen=True)

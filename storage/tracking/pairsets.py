@@ -22,6 +22,7 @@ from storage.tracking.tags import (
     DIGEST_CHARS,
     TAG_DATA_KIND,
     TAG_DIGEST,
+    TAG_PAIR_SEED,
     TAG_SOURCE,
     TAG_STAGE,
 )
@@ -29,12 +30,14 @@ from storage.tracking.tags import (
 
 @dataclass(frozen=True)
 class PairSetRef:
-    """A pair set as MLflow knows it: store URI, digest, and the run that logged it."""
+    """A pair set as MLflow knows it: store URI, digest, the run that logged it, and the noise
+    seed of its pairs (when the generation run recorded it)."""
 
     uri: str
     name: str
     digest: str
     run_id: str
+    seed: int | None = None
 
 
 def dataset_digest(store_digest: str) -> str:
@@ -96,8 +99,10 @@ def pair_sets_from_model(model_id: str) -> list[PairSetRef]:
         if any(m.model_id == model_id for m in r.inputs.model_inputs):
             for d in r.inputs.dataset_inputs:
                 if any(t.value == CONTEXT_GENERATED for t in d.tags):
-                    uri = source_uri(d.dataset.source)
-                    out.append(PairSetRef(uri, d.dataset.name, d.dataset.digest, r.info.run_id))
+                    uri, seed = source_uri(d.dataset.source), r.data.tags.get(TAG_PAIR_SEED)
+                    seed = int(seed) if seed is not None else None
+                    ref = PairSetRef(uri, d.dataset.name, d.dataset.digest, r.info.run_id, seed)
+                    out.append(ref)
     return list({p.digest: p for p in out}.values())
 
 

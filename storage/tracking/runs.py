@@ -103,6 +103,13 @@ def mark_unfinished(experiment_id: str, stage: str, key: str, status: str = "KIL
     return len(runs)
 
 
+def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set tags on a run, finished or not (e.g. link a killed attempt to its continuation)."""
+    client = mlflow.MlflowClient()
+    for k, v in tags.items():
+        client.set_tag(run_id, k, str(v))
+
+
 def log_figure(figure: Any, path: str) -> None:
     mlflow.log_figure(figure, path)
 

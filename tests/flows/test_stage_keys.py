@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from flows.common import store_uri
 from flows.config import PipelineConfig, load_config
@@ -19,6 +20,7 @@ from flows.execution import ExecutionParams
 from flows.generate import generate_stage
 from flows.inputs import GenerateInputs, TrainingInputs, TrainingPairs, model_arg, store_args
 from flows.pipeline import pipeline_stage
+from flows.stage import result_sections, stage_key
 from flows.train import base_stage, distill_stage, reflow_stage
 from rf_core.config import ModelConfig
 from rf_core.models import build_model
@@ -94,9 +96,43 @@ def test_execution_and_testing_sections_change_no_key(tmp_path, model):
         ({"reflow.train.lr": 1e-4}, {"train_reflow", "pipeline"}),
         ({"distill.steps": 7}, {"distill", "pipeline"}),
         ({"evaluate.n_samples": 128}, {"evaluate", "pipeline"}),
+        ({"base.precision": "bf16"}, {"train_base", "pipeline"}),
+        ({"reflow.train.lr_schedule": "cosine"}, {"train_reflow", "pipeline"}),
+        ({"distill.accumulation": 2}, {"distill", "pipeline"}),
+        # When states are written, and compiled kernels, change no recipe; nor do the processes.
+        ({"base.checkpoint_every": 7, "base.keep_last": 1, "base.compile": True}, set()),
+        ({"execution.train_devices": 2, "execution.devices": ["cpu", "cpu"]}, set()),
     ],
 )
 def test_result_settings_change_their_keys(tmp_path: Path, model, override, changed):
     before = keys(load_config(tiny_config_dict(tmp_path)), model)
     after = keys(load_config(tiny_config_dict(tmp_path, **override)), model)
     assert {k for k in before if before[k] != after[k]} == changed
+
+
+class FirstTrainConfig(BaseModel):
+    """TrainConfig as it was before training states, schedules, accumulation and precision."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int
+    batch_size: int
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    t_sampler: str = "uniform"
+    loss: str = "mse"
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    log_every: int = 50
+
+
+def test_training_settings_added_later_leave_old_keys_alone(tmp_path, model):
+    """A config using none of the later settings keeps the keys the first version computed, so
+    finished stages of older runs folders are still reused."""
+    cfg = load_config(tiny_config_dict(tmp_path))
+    first = FirstTrainConfig(**cfg.base.model_dump(include=set(FirstTrainConfig.model_fields)))
+    assert base_stage(cfg).key == stage_key("train_base", cfg.data, cfg.model, first, cfg.seed)
+    assert result_sections(cfg)["base"] == first.model_dump(mode="json")
+    changed = load_config(tiny_config_dict(tmp_path, **{"base.warmup_steps": 5}))
+    assert "warmup_steps=5" in str(changed.base) and "checkpoint_every" not in str(changed.base)

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from rf_core.data import hflip, loader_batches, open_disk_dataset
+from rf_core.data import open_disk_dataset
 from rf_core.datasets import DatasetError, FolderImages, to_unit_range
+from rf_core.loader_batches import LoaderBatches, hflip
 from rf_core.npz_arrays import NpzArrays
 from tests.helpers import SHAPES, write_shape_images
 
@@ -201,19 +202,19 @@ def test_open_disk_dataset_dispatches_and_refuses_other_kinds(tmp_path, shapes_d
 
 def test_loader_batches_are_the_same_with_and_without_workers(shapes_dir):
     ds = FolderImages(shapes_dir, (3, 32, 32))
-    here = loader_batches(ds, 5, seed=3, workers=0, flip=True)
-    workers = loader_batches(ds, 5, seed=3, workers=2, flip=True)
+    here = LoaderBatches(ds, 5, seed=3, workers=0, flip=True)
+    workers = LoaderBatches(ds, 5, seed=3, workers=2, flip=True)
     for _ in range(5):  # 3 full batches per epoch: crosses two epoch boundaries
         for a, b in zip(next(here), next(workers), strict=True):
             assert torch.equal(a, b)
-    x0, x1, y = next(loader_batches(ds, 100, seed=3))  # capped at the set's size
+    x0, x1, y = next(LoaderBatches(ds, 100, seed=3))  # capped at the set's size
     assert (
         x0.shape == x1.shape == (18, 3, 32, 32)
         and sorted(y.tolist()) == [0] * 6 + [1] * 6 + [2] * 6
     )
     assert not torch.equal(x0, x1) and abs(float(x0.std()) - 1) < 0.05
-    other = next(loader_batches(ds, 5, seed=4))
-    assert not torch.equal(other[1], next(loader_batches(ds, 5, seed=3))[1])
+    other = next(LoaderBatches(ds, 5, seed=4))
+    assert not torch.equal(other[1], next(LoaderBatches(ds, 5, seed=3))[1])
 
 
 def test_hflip_mirrors_about_half_of_the_images():

@@ -207,3 +207,34 @@ def test_two_live_iterators_and_an_abandoned_one(finished, prefetch):
     assert mappings_of(finished) > 0
     it.close()
     assert mappings_of(finished) == 0
+
+
+@pytest.mark.parametrize(
+    ("batch", "buffers", "rank", "world", "drop_last"),
+    [(10, 2, 0, 1, False), (7, 3, 1, 2, False), (24, 1, 0, 1, True)],
+)
+def test_a_saved_position_continues_the_exact_batches(
+    finished, batch, buffers, rank, world, drop_last
+):
+    def stream() -> PairStream:
+        return PairStream(finished, batch, seed=2, buffer_chunks=buffers, rank=rank,
+                          world_size=world, drop_last=drop_last)  # fmt: skip
+
+    whole, seen = stream(), []  # two epochs, in-process, as fit iterates
+    for _ in range(2):
+        seen += [(whole.state_dict()["epoch"], b) for b in whole]  # each batch with its epoch
+    assert whole.state_dict()["epoch"] == 1
+    for at in {0, 1, len(seen) // 2 - 1, len(seen) // 2, len(seen) - 1}:
+        resumed = stream()
+        resumed.load_state_dict(_position_before(seen, at))
+        rest = list(resumed) + (list(resumed) if seen[at][0] == 0 else [])
+        assert len(rest) == len(seen) - at
+        for got, (_, want) in zip(rest, seen[at:], strict=True):
+            assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def _position_before(seen: list, at: int) -> dict:
+    """The stream's position right before batch ``at`` (counted over the epochs)."""
+    epoch_of = [e for e, _ in seen]
+    e = epoch_of[at]
+    return {"epoch": e, "position": at - epoch_of.index(e)}
