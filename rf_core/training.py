@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from rf_core.config import ModelConfig, TrainConfig
+from rf_core.guidance import with_label_dropout
 from rf_core.losses import rf_loss
 from rf_core.models import build_model
 from rf_core.timesteps import sample_t
@@ -143,6 +144,8 @@ def fit(
         model.load_state_dict(src.state_dict())
     model.to(device).train()
     get_batch = _batch_source(batches)
+    if cfg.label_dropout > 0:  # only then: a default config draws exactly what it did before
+        get_batch = with_label_dropout(get_batch, cfg.label_dropout, cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = None
     if cfg.ema_decay > 0:
