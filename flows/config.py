@@ -16,11 +16,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from flows.config_guidance import guidance_problems
 from flows.errors import InputError
 from flows.execution import FORMER_PLACES, ExecutionParams
 from rf_core.config import ClassifierRecipe, ModelConfig, TrainConfig
 from rf_core.data import DATASETS as IMAGE_DATASETS
 from rf_core.data import TOYS
+from rf_core.guidance import is_scale
 from rf_core.solver_spec import SolverSpec
 
 DATASETS = (*TOYS, *IMAGE_DATASETS)
@@ -109,6 +111,8 @@ class EvalParams(_Frozen):
 
     ``classifier``: how the image datasets' feature classifier is trained (registered in MLflow
     as ``<dataset>-classifier`` once per dataset and these settings, then reused).
+    ``guidance``: classifier-free guidance scales to sweep, 0 (unguided) among them; another
+    scale needs models trained with label dropout (metrics "fd/euler_1_w2", ...).
     """
 
     n_samples: int = Field(1000, gt=0)
@@ -117,6 +121,14 @@ class EvalParams(_Frozen):
     adaptive: bool = True
     batch_size: int | None = Field(None, gt=0)
     seed: int = Field(1234, ge=0)
+    guidance: tuple[float, ...] = (0.0,)
+
+    @field_validator("guidance")
+    @classmethod
+    def _scales(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if 0 not in v or len(set(v)) != len(v) or not all(map(is_scale, v)):
+            raise ValueError(f"must be distinct numbers >= 0, 0 (unguided) among them: {list(v)}")
+        return v
 
     @field_validator("steps")
     @classmethod
@@ -208,6 +220,8 @@ class PipelineConfig(_Frozen):
             raise ValueError(
                 "model.num_classes must be 0 for 2-D toy datasets (they have no labels)"
             )
+        if problems := guidance_problems(self):
+            raise ValueError("; ".join(problems))
         return self
 
     @property

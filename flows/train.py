@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 from flows.common import checkpoint_dir, train_device
 from flows.config import PipelineConfig, load_config
 from flows.inputs import TrainingInputs, distill_inputs, reflow_inputs
+from flows.notes import describe_training
 from flows.stage import StageRun, StageRunner, StageSpec
 from rf_core.config import TrainConfig
 from rf_core.training import load_checkpoint
@@ -62,23 +63,42 @@ def _job(cfg: PipelineConfig, run: StageRun, train_cfg: TrainConfig, k: int, nam
 
 def _log_training_inputs(given: TrainingInputs) -> None:
     """The pair set (context "training") and the init model as inputs of the active run."""
-    name = given.pairs.uri.rstrip("/").rsplit("/", 1)[-1]
+    name = tracking.pair_set_name(given.pairs.uri)
     tracking.log_pair_set(given.pairs.uri, name, given.pairs.digest, tracking.CONTEXT_TRAINING)
     if given.init is not None and given.init.model_id:
         tracking.log_model_input(given.init.model_id)
 
 
+WHAT = {
+    "base": "flow matching on `{dataset}` with independent noise (1-RF).",
+    "reflow": "reflow: flow matching on the (noise, sample) pairs of the model below.",
+    "distill": "a 1-step student distilled from the teacher below on its pairs.",
+}
+
+
 def _register(
-    cfg: PipelineConfig, run: StageRun, result: TrainResult, k: int, distilled: bool = False
+    cfg: PipelineConfig,
+    stages: StageRunner,
+    run: StageRun,
+    result: TrainResult,
+    k: int,
+    given: TrainingInputs | None = None,
+    distilled: bool = False,
 ) -> tracking.ModelRef:
-    """Log the checkpoint as a LoggedModel registered as ``<experiment>-<k>rf[-distill]``."""
+    """Log the checkpoint as a LoggedModel registered as ``<experiment>-<k>rf[-distill]``; its
+    training metrics go to the model and its pair set (listed as "Datasets used" on the model's
+    page), and the model and run get a description naming their parents."""
     name = f"{k}rf" + ("-distill" if distilled else "")
     model, _ = load_checkpoint(result.checkpoint)
     ref = tracking.log_trained_model(
         model, result.checkpoint, result.sha256, f"{cfg.experiment}-{name}", k,
         cfg.tracking.model_format, distilled=distilled,
     )  # fmt: skip
-    run.metrics({"final_loss": result.final_loss, "train_seconds": result.seconds}, result.steps)
+    pairs = given and tracking.pair_set_key(given.pairs.uri, given.pairs.digest)
+    values = {"final_loss": result.final_loss, "train_seconds": result.seconds}
+    tracking.log_metrics([(result.steps, values)], run.run_id, ref.model_id, pairs)
+    what = WHAT["distill" if distilled else "reflow" if given else "base"]
+    describe_training(ref, run.run_id, stages.parent_run_id, what.format(**vars(cfg.data)), given)
     get_run_logger().info("%s trained: %s (%s)", name, ref.model_id, ref.registered)
     return ref
 
@@ -103,7 +123,8 @@ def train_base(config: PipelineConfig | str, parent_run_id: str | None = None) -
         return ref
     with stages.run(spec) as run:
         data = DataInput(cfg.data.n_train, cfg.data.root, cfg.seed)
-        return _register(cfg, run, train_base_model(_job(cfg, run, cfg.base, 1, "1rf"), data), 1)
+        result = train_base_model(_job(cfg, run, cfg.base, 1, "1rf"), data)
+        return _register(cfg, stages, run, result, 1)
 
 
 @flow(name="train_reflow")
@@ -132,7 +153,7 @@ def train_reflow(
         _log_training_inputs(given)
         pairs = PairsInput(given.pairs.uri, given.init.checkpoint if given.init else None)
         result = train_reflow_model(_job(cfg, run, cfg.reflow.train, k, f"{k}rf"), pairs)
-        return _register(cfg, run, result, k)
+        return _register(cfg, stages, run, result, k, given)
 
 
 @flow(name="distill")
@@ -164,4 +185,4 @@ def train_distill(
         _log_training_inputs(given)
         job = _job(cfg, run, cfg.distill.train_config(), k, f"{k}rf-distill")
         result = distill_model(job, PairsInput(given.pairs.uri, given.init.checkpoint))
-        return _register(cfg, run, result, k, distilled=True)
+        return _register(cfg, stages, run, result, k, given, distilled=True)

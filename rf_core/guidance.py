@@ -71,6 +71,11 @@ def is_scale(guidance: object) -> bool:
     )
 
 
+def scale_label(guidance: float) -> str:
+    """How a guidance scale is named in labels and metric keys: "w2", "w0.5"."""
+    return f"w{guidance:g}"
+
+
 def check_scale(guidance: float) -> None:
     """Raise ValueError unless ``guidance`` is a finite number >= 0."""
     if not is_scale(guidance):

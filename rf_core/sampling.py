@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from rf_core.guidance import check_guidance
 from rf_core.solver_spec import SolverSpec
-from rf_core.solvers import solve_ode
+from rf_core.solvers import ADAPTIVE_METHODS, solve_ode
 
 NOISE_BLOCK = 256  # samples per noise generator: the unit that makes noise batch-independent
 DEFAULT_BATCH = 256
@@ -67,6 +67,17 @@ def sample_labels(
             raise ValueError("labels: give at least one label")
         return torch.tensor(list(labels), dtype=torch.long).repeat(-(-n // len(labels)))[:n]
     return torch.arange(n) % num_classes if num_classes else torch.full((n,), -1)
+
+
+def sampling_solver(method: str = "euler", steps: int = 1) -> SolverSpec:
+    """The solver of a sampling request: a fixed-step ``method`` with ``steps`` steps, or an
+    adaptive one (dopri5, ...) at its default tolerance, which picks its own steps.
+
+    Raises:
+        ValueError: an unknown method or bad steps, naming ``solver['...']``.
+    """
+    adaptive = method in ADAPTIVE_METHODS
+    return SolverSpec.from_dict({"method": method} | ({} if adaptive else {"steps": steps}))
 
 
 def block_seed(seed: int, block: int) -> int:

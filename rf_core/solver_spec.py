@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from rf_core.guidance import is_scale
+from rf_core.guidance import is_scale, scale_label
 from rf_core.solvers import ADAPTIVE_METHODS, DEFAULT_TOL, METHODS
 from rf_core.timegrids import GRIDS, RHO_GRIDS, time_grid
 
@@ -206,7 +206,7 @@ class SolverSpec(BaseModel):
             same = self.rtol == self.atol
             parts.append(f"tol{self.rtol:g}" if same else f"rtol{self.rtol:g}_atol{self.atol:g}")
         if self.guidance:
-            parts.append(f"w{self.guidance:g}")
+            parts.append(scale_label(self.guidance))
         return "_".join(parts)
 
 

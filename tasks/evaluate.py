@@ -16,6 +16,7 @@ from rf_core.classifier import ARCH
 from rf_core.config import ClassifierRecipe
 from rf_core.data import TOYS
 from rf_core.evaluate import EvalRow
+from rf_core.guidance import scale_label
 from rf_core.solver_spec import SolverSpec
 from rf_core.training import load_checkpoint
 from tasks.data import load_data
@@ -100,8 +101,19 @@ def build_scorer(
 
 
 def metric_name(row: EvalRow, field: str) -> str:
-    """MLflow metric key of one field of an evaluation row, e.g. "fd/euler_4", "nfe/dopri5"."""
-    return f"{field}/{SolverSpec(method=row.solver, steps=row.steps).label()}"
+    """MLflow metric key of one field of an evaluation row, e.g. "fd/euler_4", "nfe/dopri5",
+    "class_acc/euler_1_w2" (guided), "straightness" ("straightness_w2")."""
+    if field == "straightness":  # a property of the (guided) field, the same in all its rows
+        return field + (f"_{scale_label(row.guidance)}" if row.guidance else "")
+    setting = SolverSpec(method=row.solver, steps=row.steps, guidance=row.guidance)
+    return f"{field}/{setting.label()}"
+
+
+def one_step_metric(dataset: str) -> str:
+    """The unguided 1-step score of a dataset's models (lower is better): what makes the
+    registry's ``champion``: "fd/euler_1" for images, "swd/euler_1" for 2-D toys."""
+    field = "swd" if dataset in TOYS else "fd"
+    return f"{field}/{SolverSpec(method='euler', steps=1).label()}"
 
 
 def row_metrics(rows: list[EvalRow]) -> dict[str, float]:
@@ -110,11 +122,9 @@ def row_metrics(rows: list[EvalRow]) -> dict[str, float]:
     for r in rows:
         for field in dataclasses.fields(r):
             value = getattr(r, field.name)
-            if field.name in ("model", "solver", "steps") or value is None:
+            if field.name in ("model", "solver", "steps", "guidance") or value is None:
                 continue
-            # Straightness is a property of the model, the same in each of its rows.
-            name = field.name if field.name == "straightness" else metric_name(r, field.name)
-            out[name] = float(value)
+            out[metric_name(r, field.name)] = float(value)
     return out
 
 
@@ -132,6 +142,7 @@ def evaluate_models(
     seed: int = 1234,
     device: str = "cpu",
     classifier: str | None = None,
+    guidance: tuple[float, ...] = (0.0,),
 ) -> SweepResult:
     """Sweep NFE for every model from the same noise and labels; write plots into ``out_dir``.
 
@@ -139,6 +150,8 @@ def evaluate_models(
         checkpoints: {model name (e.g. "1rf"): checkpoint path}.
         dataset: dataset name (decides the scorer).
         classifier: image datasets: checkpoint of the Fréchet classifier (default: local cache).
+        guidance: the sweep runs once per guidance scale (0 = unguided; the caller checked that
+            every model was trained with label dropout when another scale is asked for).
 
     Returns:
         The rows, each model's flat MLflow metrics, and the figure files.
@@ -151,16 +164,21 @@ def evaluate_models(
     x0, y = sweep_inputs(cfg.data_shape, n_samples, cfg.num_classes, seed)
     cache = Path(out_dir).parent / "classifiers"
     scorer = build_scorer(dataset, root, seed, cache, device, classifier)
-    with torch.random.fork_rng():
-        rows, samples = nfe_sweep(
-            models, x0.to(device), y.to(device), scorer, steps, adaptive, batch_size
-        )
+    rows, by_scale = [], {}
+    for w in guidance:
+        with torch.random.fork_rng():
+            rows_w, by_scale[w] = nfe_sweep(
+                models, x0.to(device), y.to(device), scorer, steps, adaptive, batch_size,
+                guidance=w,
+            )  # fmt: skip
+        rows += rows_w
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = [plot_quality(rows, out / "quality_vs_nfe.png")]
     if dataset not in TOYS:  # models × NFE, same noise and labels: the run's one picture
-        figures.append(plot_sample_figure(samples, out / SAMPLES_FIGURE))
-    figures += plot_samples(samples, out, dataset in TOYS)
+        figures.append(plot_sample_figure(by_scale[0.0], out / SAMPLES_FIGURE))
+    for w, samples_w in by_scale.items():
+        figures += plot_samples(samples_w, out, dataset in TOYS, guidance=w)
     if dataset in TOYS:  # the picture of what reflow does: curved paths become straight
         target, _ = load_data(dataset, "test", n_toy=len(x0), seed=seed)
         figures.append(
