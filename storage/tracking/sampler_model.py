@@ -13,8 +13,11 @@ float32 samples, images in [-1, 1].
 
 from __future__ import annotations
 
+from typing import Any
+
 import mlflow
 import numpy as np
+import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 
@@ -31,7 +34,9 @@ class RectiflowSampler(mlflow.pyfunc.PythonModel):
         self.model, payload = load_checkpoint(context.artifacts["checkpoint"], device)
         self.label_dropout = label_dropout_of(payload)
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
         """(N,) labels and the params -> (N, *data_shape) float32 samples."""
         p = params or {}
         try:
