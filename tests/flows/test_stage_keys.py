@@ -100,3 +100,27 @@ def test_result_settings_change_their_keys(tmp_path: Path, model, override, chan
     before = keys(load_config(tiny_config_dict(tmp_path)), model)
     after = keys(load_config(tiny_config_dict(tmp_path, **override)), model)
     assert {k for k in before if before[k] != after[k]} == changed
+
+
+DIGITS = {
+    "data.dataset": "mnist5k",
+    "model": {"kind": "unet", "data_shape": [1, 28, 28], "num_classes": 10, "base_channels": 8},
+    "base.label_dropout": 0.1,
+    "reflow.train.label_dropout": 0.1,
+}
+
+
+@pytest.mark.parametrize(
+    ("override", "changed"),
+    [
+        ({"base.label_dropout": 0.2}, {"train_base", "pipeline"}),
+        ({"reflow.train.label_dropout": 0.2}, {"train_reflow", "pipeline"}),
+        ({"evaluate.guidance": [0, 2]}, {"evaluate", "pipeline"}),
+        ({"pairs.solver": {"method": "dopri5", "rtol": 1e-4, "atol": 1e-4, "guidance": 1.0}},
+         {"store identity", "pipeline"}),
+    ],
+)  # fmt: skip
+def test_guidance_settings_change_their_keys(tmp_path: Path, model, override, changed):
+    before = keys(load_config(tiny_config_dict(tmp_path, **DIGITS)), model)
+    after = keys(load_config(tiny_config_dict(tmp_path, **{**DIGITS, **override})), model)
+    assert {k for k in before if before[k] != after[k]} == changed
