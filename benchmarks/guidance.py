@@ -24,6 +24,7 @@ from benchmarks.common import PIPELINE_CONFIG, ROOT, machine_line, write_section
 SECTION = "guidance"
 SCALES = (0.0, 1.0, 2.0, 4.0)
 ARMS = {"label dropout 0.1": 0.1, "no dropout (baseline)": 0.0}
+ARM_NAMES = dict(zip(("dropout", "baseline"), ARMS, strict=True))
 
 
 def arm_config(runs: Path, dropout: float, seed: int, a: argparse.Namespace) -> dict:
@@ -62,6 +63,8 @@ def render(results: dict[tuple[str, int], list], seeds: list[int], n_samples: in
         "|---|---|---|---|---|---|---|",
     ]
     for arm, dropout in ARMS.items():
+        if (arm, seeds[0]) not in results:
+            continue
         for w in SCALES if dropout else (0.0,):
             cells, nfe = [], []
             for field, digits in (("class_acc", 3), ("fd", 1)):
@@ -85,11 +88,15 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--n-samples", type=int, default=1000)
     p.add_argument("--write", action="store_true", help="rewrite the BENCHMARKS.md section")
+    p.add_argument(
+        "--arms", nargs="+", choices=["dropout", "baseline"], default=["dropout", "baseline"]
+    )
     p.add_argument("--base-steps", type=int, help="override the 1-RF's steps (smoke runs)")
     p.add_argument("--classifier-steps", type=int, help="override (smoke runs)")
     a = p.parse_args(argv)
     start, results = time.perf_counter(), {}
-    for arm, dropout in ARMS.items():
+    arms = {ARM_NAMES[k]: ARMS[ARM_NAMES[k]] for k in a.arms}
+    for arm, dropout in arms.items():
         for seed in a.seeds:
             results[(arm, seed)] = run_arm(a.runs_dir, dropout, seed, a)
     body = (
