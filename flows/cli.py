@@ -8,6 +8,7 @@ rectiflow distill configs/toy2d.yaml --store runs/stores/x.zarr --init-model mod
 rectiflow evaluate configs/toy2d.yaml --model m-... --model m-...
 rectiflow lineage MODEL_OR_STORE
 rectiflow compare RUN_OR_MODEL ...              # evaluation metrics side by side
+rectiflow sample MODEL --n 64 --out grid.png    # or samples.npz, or a folder of PNGs
 rectiflow pairs status|verify STORE
 
 Bad input exits 2 with one error line before any work (the checks of flows/inputs.py run before a
@@ -42,6 +43,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from flows.cli_errors import ENV_DEBUG, debugging, exit_codes, set_debug
 from flows.cli_logging import console_tracebacks, quiet_migrations
 from flows.cli_pairs import pairs_app
+from flows.cli_sample import sample_cmd
 from flows.cli_tables import compare_table, summary_table
 from flows.config import PipelineConfig, load_config
 from flows.errors import InputError, bad_input
@@ -52,6 +54,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(pairs_app, name="pairs")
+app.command("sample")(sample_cmd)
 console = Console(stderr=True)
 
 
@@ -303,29 +306,17 @@ def evaluate_cmd(
     Console().print(summary_table(res.rows, res.fd_name))
 
 
-def _track(runs_dir: Path) -> None:
-    """MLflow at ``MLFLOW_TRACKING_URI``, else the runs folder's database (read-only commands)."""
-    from storage import tracking
-
-    if not (runs_dir / "mlflow.db").is_file() and tracking.ENV_URI not in os.environ:
-        raise InputError(
-            f"--runs-dir: {runs_dir} holds no mlflow.db (and MLFLOW_TRACKING_URI is not set); "
-            "pass the runs folder of a pipeline run"
-        )
-    with bad_input("tracking"):
-        tracking.configure(runs_dir)
-
-
 @app.command()
 def lineage(
     target: str = typer.Argument(..., metavar="MODEL_OR_STORE"),
     runs_dir: Path = typer.Option(Path("runs"), help="runs folder holding mlflow.db"),
 ) -> None:
     """Print the chain: models, pair sets built from them, models trained on those, metrics."""
+    from flows.inputs import connect_runs
     from flows.lineage import lineage_of, render
 
     with exit_codes():
-        _track(runs_dir)
+        connect_runs(runs_dir)
         lines = render(lineage_of(target))
     out = Console(soft_wrap=True, highlight=False)  # long ids and URIs stay on one line
     for line in lines:
@@ -339,10 +330,11 @@ def compare(
 ) -> None:
     """Evaluation metrics of models or pipeline runs side by side (a pipeline run expands to
     every model it evaluated)."""
+    from flows.inputs import connect_runs
     from storage import tracking
 
     with exit_codes():
-        _track(runs_dir)
+        connect_runs(runs_dir)
         with bad_input("RUN_OR_MODEL"):  # lookups only: every ValueError is about a target
             evals = [e for t in targets for e in tracking.evaluations(t)]
     Console(width=max(200, Console().width)).print(compare_table(evals))

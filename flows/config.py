@@ -17,10 +17,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from flows.config_guidance import guidance_problems
 from flows.data_config import METRICS, AbsolutePath, DataParams, metric_problem, sample_shape
 from flows.errors import InputError
 from flows.execution import FORMER_PLACES, ExecutionParams
 from rf_core.config import ClassifierRecipe, Evolving, ModelConfig, TrainConfig
+from rf_core.guidance import is_scale
 from rf_core.solver_spec import SolverSpec
 
 # Settings that moved: their old dotted name -> where they went (told to a config using the old).
@@ -98,9 +100,11 @@ class EvalParams(Evolving):
     (NFE and straightness only); unset: see :func:`flows.data_config.eval_metric`.
     ``inception_weights``: the torch-fidelity weights file (else ``$RECTIFLOW_INCEPTION_WEIGHTS``;
     never downloaded).
+    ``guidance``: classifier-free guidance scales to sweep, 0 (unguided) among them; another
+    scale needs models trained with label dropout (metrics "fd/euler_1_w2", ...).
     """
 
-    ADDED: ClassVar[frozenset[str]] = frozenset({"metric", "inception_weights"})
+    ADDED: ClassVar[frozenset[str]] = frozenset({"metric", "inception_weights", "guidance"})
     n_samples: int = Field(1000, gt=0)
     classifier: ClassifierRecipe = Field(default_factory=ClassifierRecipe)
     steps: tuple[int, ...] = (1, 2, 4, 8)
@@ -109,6 +113,14 @@ class EvalParams(Evolving):
     seed: int = Field(1234, ge=0)
     metric: Literal[METRICS] | None = None
     inception_weights: AbsolutePath = None
+    guidance: tuple[float, ...] = (0.0,)
+
+    @field_validator("guidance")
+    @classmethod
+    def _scales(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if 0 not in v or len(set(v)) != len(v) or not all(map(is_scale, v)):
+            raise ValueError(f"must be distinct numbers >= 0, 0 (unguided) among them: {list(v)}")
+        return v
 
     @field_validator("steps")
     @classmethod
@@ -206,6 +218,8 @@ class PipelineConfig(_Frozen):
             raise ValueError(
                 "model.num_classes must be 0 for 2-D toy datasets (they have no labels)"
             )
+        if problems := guidance_problems(self):
+            raise ValueError("; ".join(problems))
         return self
 
     @property

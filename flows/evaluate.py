@@ -8,6 +8,7 @@ from flows.common import train_device
 from flows.config import PipelineConfig, load_config
 from flows.data_config import eval_metric
 from flows.inputs import data_input, evaluate_inputs
+from flows.notes import describe_evaluation
 from flows.stage import StageRunner, StageSpec
 from rf_core.evaluate import rows_to_markdown
 from storage import tracking
@@ -17,6 +18,7 @@ from tasks.evaluate import (
     InceptionSpec,
     classifier_key,
     evaluate_models,
+    one_step_metric,
     train_or_load_classifier,
 )
 from tasks.results import EvalResult
@@ -74,6 +76,9 @@ def evaluate(
 ) -> EvalResult:
     """Sample every model at Euler 1, 2, 4, 8 steps (and dopri5) from the same noise; score.
 
+    Once per ``evaluate.guidance`` scale. Metrics go to each model; the version of a registered
+    name with the best unguided 1-step score gets the registry alias ``champion``.
+
     Args:
         config: a PipelineConfig or the path of its YAML file (its ``evaluate`` section).
         models: checkpoint paths, m-<id> or models:/ URIs.
@@ -106,13 +111,15 @@ def evaluate(
             str(cfg.runs / "eval" / run.run_id),
             root=cfg.data.root, steps=e.steps, adaptive=e.adaptive, n_samples=e.n_samples,
             batch_size=e.batch_size, seed=e.seed, device=device, classifier=classifier,
-            inception=inception,
+            inception=inception, guidance=e.guidance,
         ))  # fmt: skip
         for name, r in zip(names, refs, strict=True):
             if r.model_id:  # metrics on the model's page in MLflow
                 tracking.log_model_metrics(sweep.metrics[name], r.model_id)
+                tracking.crown_champion(r.model_id, one_step_metric(cfg.data.dataset))
             else:
                 run.metrics({f"{name}/{k}": v for k, v in sweep.metrics[name].items()})
+        describe_evaluation(run.run_id, refs, stages.parent_run_id)
         for path in sweep.figures:
             tracking.log_artifact(path, "figures")
         run.markdown("nfe-sweep", "NFE sweep", rows_to_markdown(sweep.rows))

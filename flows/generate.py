@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,6 +23,7 @@ from flows.common import devices
 from flows.config import PipelineConfig, load_config
 from flows.errors import bad_input
 from flows.inputs import GenerateInputs, generate_inputs, store_args
+from flows.notes import describe_generation
 from flows.stage import StageRun, StageRunner, StageSpec
 from storage import tracking
 from storage.layout import format_ranges
@@ -205,8 +205,10 @@ def generate_pairs(
         if shards:
             _report_shards(run, pairs.uri, shards)
         digest = finalize_store(given.uri)
-        name = Path(given.uri.rstrip("/")).name
+        name = tracking.pair_set_name(given.uri)
         tracking.log_pair_set(given.uri, name, digest, tracking.CONTEXT_GENERATED)
+        solver = cfg.pairs.solver.label()
+        describe_generation(run.run_id, given.uri, pairs.n, ref, solver, stages.parent_run_id)
         done = PairStore.open(given.uri)
         generated = sum(s.result.generated for s in shards)
         run.metrics({

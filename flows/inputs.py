@@ -10,10 +10,13 @@ on disk only listed (its files are decoded when training starts).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from flows.common import store_uri
 from flows.config import PipelineConfig
@@ -21,6 +24,7 @@ from flows.data_config import eval_metric
 from flows.errors import InputError, bad_input
 from flows.stores import existing_store, store_arg
 from rf_core.datasets import DatasetIdentity
+from rf_core.guidance import check_guidance, label_dropout_of
 from rf_core.training import checkpoint_sha256, load_checkpoint
 from storage import tracking
 from storage.location import set_storage_options
@@ -43,6 +47,22 @@ def connect(cfg: PipelineConfig) -> None:
     tracking.configure(cfg.runs_dir, cfg.tracking.uri)
 
 
+def connect_runs(runs_dir: Path) -> None:
+    """MLflow at ``MLFLOW_TRACKING_URI``, else the runs folder's database (read-only commands).
+
+    Raises:
+        InputError: naming ``--runs-dir`` when it holds no database and no URI is set, or the
+            tracking server does not answer.
+    """
+    if not (runs_dir / "mlflow.db").is_file() and tracking.ENV_URI not in os.environ:
+        raise InputError(
+            f"--runs-dir: {runs_dir} holds no mlflow.db (and MLFLOW_TRACKING_URI is not set); "
+            "pass the runs folder of a pipeline run"
+        )
+    with bad_input("tracking"):
+        tracking.configure(runs_dir)
+
+
 def model_arg(ref: str, field: str, cfg: PipelineConfig | None = None) -> tracking.ModelRef:
     """A model given as a checkpoint file, an MLflow model id or a models:/ URI; with ``cfg``,
     its checkpoint must also hold ``cfg.model``'s architecture."""
@@ -54,6 +74,19 @@ def model_arg(ref: str, field: str, cfg: PipelineConfig | None = None) -> tracki
         if cfg is not None:  # also reads the file: an unreadable checkpoint fails here
             load_checkpoint(model.checkpoint, expected_config=cfg.model)
     return model
+
+
+def check_guided(
+    model: tracking.ModelRef, field: str, guidance: float, labels: torch.Tensor | None = None
+) -> None:
+    """Refuse, as an InputError naming ``field``, a model that cannot be sampled with
+    ``guidance`` (and ``labels``; default: one of each class): see
+    :func:`rf_core.guidance.check_guidance` (its checkpoint tells its train.label_dropout)."""
+    with bad_input(field):
+        net, payload = load_checkpoint(model.checkpoint)
+        n = net.config.num_classes
+        y = labels if labels is not None else torch.arange(n) if n else torch.full((1,), -1)
+        check_guidance(n, label_dropout_of(payload), y, guidance, model.model_id or model.uri)
 
 
 def _checkpoint_ref(ref: str) -> tracking.ModelRef:
@@ -130,6 +163,8 @@ def evaluate_inputs(cfg: PipelineConfig, models: list[str]) -> list[tracking.Mod
     if not models:
         raise InputError("models: give at least one model to evaluate")
     refs = [model_arg(m, f"models[{i}]", cfg) for i, m in enumerate(models)]
+    for i, ref in enumerate(refs):  # evaluate.guidance: every model is swept at every scale
+        check_guided(ref, f"models[{i}]", max(cfg.evaluate.guidance))
     check_inception(cfg)
     return refs
 
@@ -203,6 +238,7 @@ def generate_inputs(cfg: PipelineConfig, model: str, store: str | None) -> Gener
     """Resolve the model; check that ``store`` (default: one store per source model) is free or
     a store this run resumes: same source model, solver, seed, shape and size."""
     ref = model_arg(model, "model", cfg)
+    check_guided(ref, "model", cfg.pairs.solver.guidance)
     uri = store or store_uri(cfg, ref)
     uri = uri if "://" in uri else str(Path(uri).expanduser().resolve())
     existing = existing_store(uri)

@@ -10,6 +10,7 @@ from flows.config import PipelineConfig, load_config
 from flows.evaluate import evaluate
 from flows.generate import generate_pairs
 from flows.inputs import pipeline_inputs
+from flows.notes import describe_pipeline
 from flows.stage import StageRunner, StageSpec, result_sections
 from flows.train import train_base, train_distill, train_reflow
 from flows.train_states import check_pipeline
@@ -85,6 +86,7 @@ def pipeline(config: PipelineConfig | str) -> PipelineResult:
             )
             models.append(student)
         result = evaluate(cfg, models=[m.uri for m in models], parent_run_id=run.run_id)
+        describe_pipeline(run.run_id, cfg.name, models)
     return PipelineResult(
         stages.experiment_id,
         run.run_id,

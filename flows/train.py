@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 from flows.common import checkpoint_dir
 from flows.config import PipelineConfig, load_config
 from flows.inputs import TrainingInputs, base_inputs, data_input, distill_inputs, reflow_inputs
+from flows.notes import describe_training
 from flows.stage import StageRun, StageRunner, StageSpec
 from flows.train_states import TrainingPlan, processes, training_plan
 from rf_core.config import TrainConfig
@@ -124,24 +125,43 @@ def _link(plan: TrainingPlan, run: StageRun) -> None:
 
 def _log_training_inputs(given: TrainingInputs) -> None:
     """The pair set (context "training") and the init model as inputs of the active run."""
-    name = given.pairs.uri.rstrip("/").rsplit("/", 1)[-1]
+    name = tracking.pair_set_name(given.pairs.uri)
     tracking.log_pair_set(given.pairs.uri, name, given.pairs.digest, tracking.CONTEXT_TRAINING)
     if given.init is not None and given.init.model_id:
         tracking.log_model_input(given.init.model_id)
 
 
+WHAT = {
+    "base": "flow matching on `{dataset}` with independent noise (1-RF).",
+    "reflow": "reflow: flow matching on the (noise, sample) pairs of the model below.",
+    "distill": "a 1-step student distilled from the teacher below on its pairs.",
+}
+
+
 def _register(
-    cfg: PipelineConfig, run: StageRun, result: TrainResult, k: int, distilled: bool = False
+    cfg: PipelineConfig,
+    stages: StageRunner,
+    run: StageRun,
+    result: TrainResult,
+    k: int,
+    given: TrainingInputs | None = None,
+    distilled: bool = False,
 ) -> tracking.ModelRef:
-    """Log the checkpoint as a LoggedModel registered as ``<experiment>-<k>rf[-distill]``."""
+    """Log the checkpoint as a LoggedModel registered as ``<experiment>-<k>rf[-distill]``; its
+    training metrics go to the model and its pair set (listed as "Datasets used" on the model's
+    page), and the model and run get a description naming their parents."""
     name = f"{k}rf" + ("-distill" if distilled else "")
     model, _ = load_checkpoint(result.checkpoint)
     ref = tracking.log_trained_model(
         model, result.checkpoint, result.sha256, f"{cfg.experiment}-{name}", k,
         cfg.tracking.model_format, distilled=distilled,
     )  # fmt: skip
-    summary = {"final_loss": result.final_loss, "train_seconds": result.seconds}
-    run.metrics(summary | {"resumed_from_step": result.resumed_from}, result.steps)
+    pairs = given and tracking.pair_set_key(given.pairs.uri, given.pairs.digest)
+    values = {"final_loss": result.final_loss, "train_seconds": result.seconds}
+    values["resumed_from_step"] = result.resumed_from
+    tracking.log_metrics([(result.steps, values)], run.run_id, ref.model_id, pairs)
+    what = WHAT["distill" if distilled else "reflow" if given else "base"]
+    describe_training(ref, run.run_id, stages.parent_run_id, what.format(**vars(cfg.data)), given)
     get_run_logger().info("%s trained: %s (%s)", name, ref.model_id, ref.registered)
     return ref
 
@@ -171,7 +191,7 @@ def train_base(config: PipelineConfig | str, parent_run_id: str | None = None) -
         if data is not None:  # the set on disk: a "training" dataset input, with its classes
             tracking.log_training_data(data.path, data.digest, data.kind, data.n, data.classes)
         result = train_base_model(_job(cfg, run, plan, 1, "1rf"), data_input(cfg))
-        ref = _register(cfg, run, result, 1)
+        ref = _register(cfg, stages, run, result, 1)
     plan.finished()
     return ref
 
@@ -204,7 +224,7 @@ def train_reflow(
         _log_training_inputs(given)
         pairs = PairsInput(given.pairs.uri, given.init.checkpoint if given.init else None)
         result = train_reflow_model(_job(cfg, run, plan, k, f"{k}rf"), pairs)
-        ref = _register(cfg, run, result, k)
+        ref = _register(cfg, stages, run, result, k, given)
     plan.finished()
     return ref
 
@@ -240,6 +260,6 @@ def train_distill(
         _log_training_inputs(given)
         job = _job(cfg, run, plan, k, f"{k}rf-distill")
         result = distill_model(job, PairsInput(given.pairs.uri, given.init.checkpoint))
-        ref = _register(cfg, run, result, k, distilled=True)
+        ref = _register(cfg, stages, run, result, k, given, distilled=True)
     plan.finished()
     return ref

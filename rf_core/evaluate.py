@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from rf_core import metrics
+from rf_core.guidance import GuidedVelocity
 from rf_core.solvers import ADAPTIVE_METHODS, FIXED_METHODS, solve_ode
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class EvalRow:
         mmd: squared RBF-kernel MMD to target samples (2-D toys).
         precision: fraction of samples on the real images' k-NN feature manifold (images).
         recall: fraction of real images on the samples' k-NN feature manifold (images).
+        guidance: classifier-free guidance scale the samples were drawn with (0 = unguided).
     """
 
     model: str
@@ -64,6 +66,7 @@ class EvalRow:
     mmd: float | None = None
     precision: float | None = None
     recall: float | None = None
+    guidance: float = 0.0
 
 
 Scorer = Callable[[Tensor, Tensor], Score]
@@ -194,6 +197,7 @@ def nfe_sweep(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     n_t: int = 16,
+    guidance: float = 0.0,
 ) -> tuple[list[EvalRow], dict[SampleKey, Tensor]]:
     """Sample and score every model at every solver setting from the same ``(x0, y)``.
 
@@ -213,6 +217,9 @@ def nfe_sweep(
         rtol: adaptive relative tolerance.
         atol: adaptive absolute tolerance.
         n_t: time-grid points of the straightness integral.
+        guidance: classifier-free guidance scale of every solve (and of the field whose
+            straightness is measured); the caller checks the models were trained for it
+            (:func:`rf_core.guidance.check_guidance`).
 
     Returns:
         (rows in model-then-solver order, {(model, solver, steps): samples (N, *data_shape)}).
@@ -226,16 +233,17 @@ def nfe_sweep(
         cells = []
         for method, s in settings:
             kw = {"rtol": rtol, "atol": atol} if s is None else {"steps": s}
-            res = solve_ode(model, x0, y, method=method, batch_size=batch_size, **kw)
+            kw |= {"batch_size": batch_size, "guidance": guidance}
+            res = solve_ode(model, x0, y, method=method, **kw)
             samples[(name, method, s)] = res.x1.detach().cpu()
             cells.append((method, s, res.nfe, scorer(res.x1, y)))
         # S is measured on the model's own coupling: its most accurate solve of the same x0.
         best_key = (name, adaptive_method, None) if adaptive else (name, fixed_method, max(steps))
-        best = samples[best_key]
-        s_val = metrics.straightness(model, x0, best.to(x0.device), y, n_t, batch_size)
+        best, field = samples[best_key], GuidedVelocity(model, guidance)
+        s_val = metrics.straightness(field, x0, best.to(x0.device), y, n_t, batch_size)
         for method, s, nfe, sc in cells:
             fields = (sc.fd, sc.class_acc, sc.swd, s_val, sc.mmd, sc.precision, sc.recall)
-            rows.append(EvalRow(name, method, s, nfe, *fields))
+            rows.append(EvalRow(name, method, s, nfe, *fields, guidance=guidance))
     return rows, samples
 
 
@@ -245,6 +253,7 @@ def rows_to_markdown(rows: Sequence[EvalRow]) -> str:
     Metric columns that are None in every row are left out; other Nones show as "–".
     """
     cols = ["model", "solver", "steps", "nfe"]
+    cols += ["guidance"] if any(r.guidance for r in rows) else []
     metric_cols = ["fd", "precision", "recall", "class_acc", "swd", "mmd", "straightness"]
     cols += [c for c in metric_cols if any(getattr(r, c) is not None for r in rows)]
 

@@ -95,3 +95,30 @@ def save_image(array: np.ndarray, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_png(torch.from_numpy(array).permute(2, 0, 1).contiguous(), str(path))
     return path
+
+
+def plot_points(x: Tensor, path: str | Path, size: float = 5.0) -> Path:
+    """Scatter plot of 2-D samples (a toy model's "grid"), written as PNG whatever the suffix.
+
+    Args:
+        x: (N, 2) points.
+        path: file to write (parent folders are created).
+        size: figure width and height in inches.
+    """
+    if x.dim() != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must have shape (N, 2), got {tuple(x.shape)}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = x.detach().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.6)
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)
+    return path

@@ -10,6 +10,8 @@ the stored dict is described in docs/pair-store.md, the config field in docs/con
 Adding a field: give it a default that reproduces what stores written before it did. A store's
 digest covers its solver dict as stored, so it never changes; a stored dict without the new key
 reads as the default, so the store keeps resuming under a request that leaves the field alone.
+A field in :data:`RECORDED_WHEN_SET` is written only when it differs from its default, so a new
+store that leaves it alone has the attrs (and the digest) it had before the field existed.
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ from pydantic import (
     model_validator,
 )
 
+from rf_core.guidance import is_scale, scale_label
 from rf_core.solvers import ADAPTIVE_METHODS, DEFAULT_TOL, METHODS
 from rf_core.timegrids import GRIDS, RHO_GRIDS, time_grid
+
+# Fields a store's solver dict holds only when they differ from their default.
+RECORDED_WHEN_SET = ("guidance",)
 
 
 class SolverSpec(BaseModel):
@@ -58,6 +64,11 @@ class SolverSpec(BaseModel):
     grid: Literal[GRIDS] = Field("uniform", description="where a fixed-step method's steps go")
     rho: float = Field(2.0, description=f"strength of the {'/'.join(RHO_GRIDS)} grids")
     compile: bool = Field(False, description="run the model under torch.compile (C++ compiler)")
+    guidance: float = Field(
+        0.0,
+        description="classifier-free guidance scale w, 0 = unguided (the source model needs "
+        "train.label_dropout > 0); each step then costs two evaluations",
+    )
 
     @field_validator("method", "grid", mode="before")
     @classmethod
@@ -80,6 +91,13 @@ class SolverSpec(BaseModel):
     def _rho(cls, v: Any) -> Any:
         if isinstance(v, bool) or not isinstance(v, Real) or not 0 < v < math.inf:
             raise ValueError("must be a finite float > 0")
+        return float(v)
+
+    @field_validator("guidance", mode="before")
+    @classmethod
+    def _scale(cls, v: Any) -> Any:
+        if not is_scale(v):
+            raise ValueError("must be a finite number >= 0")
         return float(v)
 
     @field_validator("compile", mode="before")
@@ -138,9 +156,13 @@ class SolverSpec(BaseModel):
         """The ``solver`` attribute of a new pair store of ``chunk``-sample chunks.
 
         Every field, in declaration order, with ``batch_size`` resolved (unset = one solve per
-        chunk); the tolerances of a fixed-step method are None (the solver never sees them).
+        chunk); the tolerances of a fixed-step method are None (the solver never sees them); the
+        fields of :data:`RECORDED_WHEN_SET` only when set.
         """
         out = self.model_dump(mode="json")
+        for name in RECORDED_WHEN_SET:
+            if out[name] == type(self).model_fields[name].default:
+                del out[name]
         out["batch_size"] = self.batch_size or chunk
         if not self.adaptive:
             out["rtol"] = out["atol"] = None
@@ -162,6 +184,8 @@ class SolverSpec(BaseModel):
         ``compile`` is not a solve argument: see :func:`rf_core.compiled.compile_velocity`.
         """
         kw: dict[str, Any] = {"method": self.method, "batch_size": self.batch_size}
+        if self.guidance:
+            kw["guidance"] = self.guidance
         if self.adaptive:
             return kw | {"rtol": self.rtol, "atol": self.atol}
         kw["steps"] = self.steps
@@ -171,7 +195,8 @@ class SolverSpec(BaseModel):
 
     def label(self) -> str:
         """A short name for displays and metric keys: "euler_4", "dopri5", "rk4_8_ends1.5",
-        "dopri5_tol0.001". Not an identity (batch size and compile are left out)."""
+        "dopri5_tol0.001", "euler_1_w2" (guided). Not an identity (batch size and compile are
+        left out)."""
         parts = [self.method]
         if not self.adaptive:
             parts.append(str(self.steps))
@@ -180,6 +205,8 @@ class SolverSpec(BaseModel):
         if self.adaptive and (self.rtol, self.atol) != (DEFAULT_TOL, DEFAULT_TOL):
             same = self.rtol == self.atol
             parts.append(f"tol{self.rtol:g}" if same else f"rtol{self.rtol:g}_atol{self.atol:g}")
+        if self.guidance:
+            parts.append(scale_label(self.guidance))
         return "_".join(parts)
 
 

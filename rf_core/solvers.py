@@ -2,6 +2,8 @@
 
 NFE is counted by :class:`NFECounter`, a wrapper around the model, never inferred from the method:
 adaptive solvers spend a data-dependent number of evaluations (plus two to pick the first step).
+With classifier-free guidance (:class:`GuidedVelocity`) the counter sits inside the guidance, so
+both evaluations of a guided step are counted.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint
 
+from rf_core.guidance import GuidedVelocity, check_scale
 from rf_core.models import check_inputs
 
 FIXED_METHODS = (
@@ -109,11 +112,12 @@ def _time_grid(method, steps, t_grid, t0, t1, traj_points, return_trajectory) ->
     return torch.linspace(t0, t1, traj_points if return_trajectory else 2)
 
 
-def _solve_batch(model, x0, y, grid, method, rtol, atol):
+def _solve_batch(model, x0, y, grid, method, rtol, atol, guidance):
     counter = NFECounter(model)
+    field = GuidedVelocity(counter, guidance) if guidance else counter
 
     def f(t: Tensor, x: Tensor) -> Tensor:
-        return counter(x, t.expand(x.shape[0]), y)
+        return field(x, t.expand(x.shape[0]), y)
 
     xs = odeint(f, x0, grid.to(x0.device), rtol=rtol, atol=atol, method=method)
     return xs, counter.nfe
@@ -134,6 +138,7 @@ def solve_ode(
     t_grid: Sequence[float] | None = None,
     traj_points: int = 11,
     device: str | torch.device | None = None,
+    guidance: float = 0.0,
 ) -> SolveResult:
     """Integrate ``dx/dt = model(x, t, y)`` from ``t0`` to ``t1``.
 
@@ -153,6 +158,9 @@ def solve_ode(
         t_grid: explicit increasing step grid from ``t0`` to ``t1`` for fixed-step methods.
         traj_points: number of trajectory times for adaptive methods.
         device: run the batches on this device (default: x0's); results come back to x0's device.
+        guidance: classifier-free guidance scale ``w`` (:class:`GuidedVelocity`); 0 = unguided.
+            Each guided step costs two evaluations, and NFE counts both. Whether the model's
+            null label was trained is the caller's check (:func:`rf_core.guidance.check_guidance`).
 
     Returns:
         SolveResult with x1 (N, *data_shape), nfe, nfe_total and the optional trajectory.
@@ -161,6 +169,7 @@ def solve_ode(
         ValueError: unknown method, bad steps/tolerances/grid, or x0/y not matching the model.
     """
     _check_solver_args(method, steps, rtol, atol, t_grid, t0, t1, batch_size)
+    check_scale(guidance)
     if x0.dim() == 0 or x0.shape[0] == 0:
         raise ValueError(f"x0 must hold at least one sample, got shape {tuple(x0.shape)}")
     y = torch.full((x0.shape[0],), -1, dtype=torch.long, device=x0.device) if y is None else y
@@ -175,7 +184,7 @@ def solve_ode(
         with torch.inference_mode():
             for xb, yb in zip(x0.split(bs), y.split(bs), strict=True):
                 xb, yb = xb.to(device), yb.to(device)
-                xs, nfe = _solve_batch(model, xb, yb, grid, method, rtol, atol)
+                xs, nfe = _solve_batch(model, xb, yb, grid, method, rtol, atol, guidance)
                 outs.append(xs if return_trajectory else xs[-1:])
                 nfes.append(nfe)
     finally:

@@ -37,6 +37,7 @@ from rf_core.checkpoint import (
 )
 from rf_core.config import TrainConfig
 from rf_core.distributed import SINGLE, World, mean
+from rf_core.guidance import with_label_dropout
 from rf_core.precision import tf32
 from rf_core.train_step import Run, process_seed
 
@@ -160,7 +161,10 @@ def fit(
                 callback(done, recent)
         run.wrap()
         start = resume["step"] if resume is not None else 0
-        _loop(run, _batch_source(batches), batches, start, losses, logged, callback, save)
+        get_batch = _batch_source(batches)
+        if cfg.label_dropout > 0:  # only then: a default config draws exactly what it did before
+            get_batch = with_label_dropout(get_batch, cfg.label_dropout, cfg.seed)
+        _loop(run, get_batch, batches, start, losses, logged, callback, save)
     final = run.ema.module if run.ema is not None else model
     return FitResult(
         model=final.eval(), losses=torch.stack(losses).tolist(), steps=cfg.steps,

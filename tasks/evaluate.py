@@ -17,6 +17,7 @@ from rf_core.classifier import ARCH
 from rf_core.config import ClassifierRecipe
 from rf_core.data import TOYS
 from rf_core.evaluate import EvalRow
+from rf_core.guidance import scale_label
 from rf_core.solver_spec import SolverSpec
 from rf_core.training import load_checkpoint
 from tasks.data import DataInput, load_data, reference_images
@@ -138,8 +139,19 @@ def no_score(samples: torch.Tensor, y: torch.Tensor):
 
 
 def metric_name(row: EvalRow, field: str) -> str:
-    """MLflow metric key of one field of an evaluation row, e.g. "fd/euler_4", "nfe/dopri5"."""
-    return f"{field}/{SolverSpec(method=row.solver, steps=row.steps).label()}"
+    """MLflow metric key of one field of an evaluation row, e.g. "fd/euler_4", "nfe/dopri5",
+    "class_acc/euler_1_w2" (guided), "straightness" ("straightness_w2")."""
+    if field == "straightness":  # a property of the (guided) field, the same in all its rows
+        return field + (f"_{scale_label(row.guidance)}" if row.guidance else "")
+    setting = SolverSpec(method=row.solver, steps=row.steps, guidance=row.guidance)
+    return f"{field}/{setting.label()}"
+
+
+def one_step_metric(dataset: str) -> str:
+    """The unguided 1-step score of a dataset's models (lower is better): what makes the
+    registry's ``champion``: "fd/euler_1" for images, "swd/euler_1" for 2-D toys."""
+    field = "swd" if dataset in TOYS else "fd"
+    return f"{field}/{SolverSpec(method='euler', steps=1).label()}"
 
 
 def row_metrics(rows: list[EvalRow], fd_name: str = "fd") -> dict[str, float]:
@@ -149,12 +161,10 @@ def row_metrics(rows: list[EvalRow], fd_name: str = "fd") -> dict[str, float]:
     for r in rows:
         for field in dataclasses.fields(r):
             value = getattr(r, field.name)
-            if field.name in ("model", "solver", "steps") or value is None:
+            if field.name in ("model", "solver", "steps", "guidance") or value is None:
                 continue
-            # Straightness is a property of the model, the same in each of its rows.
             family = fd_name if field.name == "fd" else field.name
-            name = family if field.name == "straightness" else metric_name(r, family)
-            out[name] = float(value)
+            out[metric_name(r, family)] = float(value)
     return out
 
 
@@ -176,6 +186,8 @@ class EvalJob:
         classifier: image datasets: checkpoint of the Fréchet classifier (default: local cache).
         inception: image sets scored with the Inception FID (metrics ``fid_inception/...``) or
             not at all (``metric="none"``), instead of the classifier.
+        guidance: the sweep runs once per guidance scale (0 = unguided; the caller checked that
+            every model was trained with label dropout when another scale is asked for).
     """
 
     checkpoints: Mapping[str, str]
@@ -190,6 +202,7 @@ class EvalJob:
     device: str = "cpu"
     classifier: str | None = None
     inception: InceptionSpec | None = None
+    guidance: tuple[float, ...] = (0.0,)
 
 
 @task(cache_policy=NO_CACHE)
@@ -209,16 +222,21 @@ def evaluate_models(job: EvalJob) -> SweepResult:
     x0, y = sweep_inputs(cfg.data_shape, job.n_samples, cfg.num_classes, seed)
     cache = Path(job.out_dir).parent / "classifiers"
     scorer = build_scorer(dataset, job.root, seed, cache, device, job.classifier, job.inception)
-    with torch.random.fork_rng():
-        rows, samples = nfe_sweep(
-            models, x0.to(device), y.to(device), scorer, job.steps, job.adaptive, job.batch_size
-        )
+    rows, by_scale = [], {}
+    for w in job.guidance:
+        with torch.random.fork_rng():
+            rows_w, by_scale[w] = nfe_sweep(
+                models, x0.to(device), y.to(device), scorer, job.steps, job.adaptive,
+                job.batch_size, guidance=w,
+            )  # fmt: skip
+        rows += rows_w
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = [plot_quality(rows, out / "quality_vs_nfe.png")]
     if dataset not in TOYS:  # models × NFE, same noise and labels: the run's one picture
-        figures.append(plot_sample_figure(samples, out / SAMPLES_FIGURE))
-    figures += plot_samples(samples, out, dataset in TOYS)
+        figures.append(plot_sample_figure(by_scale[0.0], out / SAMPLES_FIGURE))
+    for w, samples_w in by_scale.items():
+        figures += plot_samples(samples_w, out, dataset in TOYS, guidance=w)
     if dataset in TOYS:  # the picture of what reflow does: curved paths become straight
         target, _ = load_data(dataset, "test", n_toy=len(x0), seed=seed)
         figures.append(

@@ -14,12 +14,15 @@ import matplotlib.pyplot as plt
 
 
 def plot_quality(rows: list, path: Path) -> Path:
-    """Quality (FD for images, SWD for toys) against NFE, one line per model (Euler rows)."""
+    """Quality (FD for images, SWD for toys) against NFE, one line per model and guidance scale
+    (a guided step costs two evaluations, so its points sit at twice the steps)."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name in dict.fromkeys(r.model for r in rows):
-        pts = [(r.nfe, r.fd if r.fd is not None else r.swd) for r in rows if r.model == name]
+    for name, w in dict.fromkeys((r.model, r.guidance) for r in rows):
+        line = [r for r in rows if (r.model, r.guidance) == (name, w)]
+        pts = [(r.nfe, r.fd if r.fd is not None else r.swd) for r in line]
         pts = sorted(p for p in pts if p[1] is not None)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        label = f"{name} w={w:g}" if w else name
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("NFE")
     ax.set_ylabel("Fréchet distance" if rows and rows[0].fd is not None else "sliced Wasserstein")
@@ -68,9 +71,11 @@ def plot_sample_figure(samples: dict, path: Path, solver: str = "euler", n_show:
     return path
 
 
-def plot_samples(samples: dict, out: Path, toy: bool, n_show: int = 64) -> list[Path]:
+def plot_samples(
+    samples: dict, out: Path, toy: bool, n_show: int = 64, guidance: float = 0.0
+) -> list[Path]:
     """Toys: one scatter figure per model (a panel per solver setting). Images: one grid PNG
-    per (model, setting), e.g. ``grid_2rf_euler_1.png``."""
+    per (model, setting), e.g. ``grid_2rf_euler_1.png``, ``grid_2rf_euler_1_w2.png`` (guided)."""
     from rf_core.plots import image_grid, save_image
 
     paths = []
@@ -79,7 +84,7 @@ def plot_samples(samples: dict, out: Path, toy: bool, n_show: int = 64) -> list[
         if not toy:
             for _, solver, steps in keys:
                 grid = image_grid(samples[(name, solver, steps)][:n_show])
-                setting = SolverSpec(method=solver, steps=steps).label()
+                setting = SolverSpec(method=solver, steps=steps, guidance=guidance).label()
                 paths.append(save_image(grid, out / f"grid_{name}_{setting}.png"))
             continue
         fig, axes = plt.subplots(1, len(keys), figsize=(2.4 * len(keys), 2.6), squeeze=False)

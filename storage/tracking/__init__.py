@@ -14,6 +14,9 @@ tracking; tracking.stage_run(...)``); the modules split it by concept:
 - :mod:`.datasets`: on-disk training sets (image folders, npz files) as datasets;
 - :mod:`.evaluations`: evaluation metrics per model or run;
 - :mod:`.classifier`: the registered Fréchet classifier of a dataset;
+- :mod:`.sampler`: what a logged model holds (the velocity field and a servable sampler);
+- :mod:`.registry`: the registry aliases ``latest`` and ``champion``;
+- :mod:`.notes`: descriptions of runs and models, and links between their pages;
 - :mod:`.tags`: tag keys shared by all of them.
 """
 
@@ -26,6 +29,8 @@ from storage.tracking.classifier import (
 )
 from storage.tracking.connect import (
     ENV_URI,
+    KIND,
+    KIND_TAG,
     PROBE_TIMEOUT_S,
     TrackingServerError,
     artifact_file,
@@ -51,15 +56,20 @@ from storage.tracking.models import (
     resolve_model,
     run_output_model,
 )
+from storage.tracking.notes import NOTE, describe_model, describe_run, model_link, run_link
 from storage.tracking.pairsets import (
     PairSetRef,
     dataset_digest,
     log_pair_set,
     models_trained_on,
+    pair_set_key,
+    pair_set_name,
+    pair_set_run,
     pair_set_source,
     pair_sets_from_model,
     training_inputs,
 )
+from storage.tracking.registry import CHAMPION, LATEST, crown_champion, set_alias
 from storage.tracking.runs import (
     find_finished_stage,
     log_artifact,
@@ -76,6 +86,7 @@ from storage.tracking.tags import (
     CONTEXT_GENERATED,
     CONTEXT_TRAINING,
     DIGEST_CHARS,
+    TAG_CKPT,
     TAG_CLASSES,
     TAG_CLF_DATA,
     TAG_CLF_KEY,
@@ -90,6 +101,7 @@ from storage.tracking.tags import (
     TAG_KEY,
     TAG_MODELS,
     TAG_PAIR_SEED,
+    TAG_REGISTERED,
     TAG_RESUMED_BY,
     TAG_RESUMED_FROM,
     TAG_RESUMED_STEP,
@@ -100,13 +112,19 @@ from storage.tracking.tags import (
 )
 
 __all__ = [
+    "CHAMPION",
     "CHECKPOINT_NAME",
     "CLASSIFIER_NAME",
     "CONTEXT_GENERATED",
     "CONTEXT_TRAINING",
     "DIGEST_CHARS",
     "ENV_URI",
+    "KIND",
+    "KIND_TAG",
+    "LATEST",
+    "NOTE",
     "PROBE_TIMEOUT_S",
+    "TAG_CKPT",
     "TAG_CLASSES",
     "TAG_CLF_DATA",
     "TAG_CLF_KEY",
@@ -121,6 +139,7 @@ __all__ = [
     "TAG_KEY",
     "TAG_MODELS",
     "TAG_PAIR_SEED",
+    "TAG_REGISTERED",
     "TAG_RESUMED_BY",
     "TAG_RESUMED_FROM",
     "TAG_RESUMED_STEP",
@@ -139,7 +158,10 @@ __all__ = [
     "checkpoint_path",
     "classifier_name",
     "configure",
+    "crown_champion",
     "dataset_digest",
+    "describe_model",
+    "describe_run",
     "ensure_experiment",
     "evaluations",
     "find_classifier",
@@ -156,15 +178,21 @@ __all__ = [
     "log_trained_model",
     "log_training_data",
     "mark_unfinished",
+    "model_link",
     "model_metrics",
     "model_name",
     "model_ref",
     "models_trained_on",
+    "pair_set_key",
+    "pair_set_name",
+    "pair_set_run",
     "pair_set_source",
     "pair_sets_from_model",
     "resolve_model",
+    "run_link",
     "run_output_model",
     "run_url",
+    "set_alias",
     "stage_run",
     "tag_classifier",
     "tag_run",

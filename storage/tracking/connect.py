@@ -26,6 +26,8 @@ from mlflow.utils.credentials import get_default_host_creds
 from mlflow.utils.rest_utils import http_request
 
 ENV_URI = "MLFLOW_TRACKING_URI"
+# MLflow's UI opens an experiment of this kind on its runs (not on the GenAI trace overview).
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 # A dead server must fail in seconds: MLflow's own client retries 7 times with backoff (minutes).
 PROBE_TIMEOUT_S = 15
 _cache_root: Path | None = None  # set by configure(): where remote artifacts are downloaded
@@ -126,6 +128,8 @@ def configure(runs_dir: str | Path, uri: str | None = None) -> str:
     chosen = tracking_uri(runs_dir, uri)
     if is_server(chosen):
         check_server(chosen, _setting(uri))
+    else:
+        _create_database(chosen, runs_dir)
     mlflow.set_tracking_uri(chosen)
     # set_tracking_uri exports the URI to the environment; put the user's value back, or this
     # process (and its children) would take our last choice for a user override next time.
@@ -137,9 +141,24 @@ def configure(runs_dir: str | Path, uri: str | None = None) -> str:
     return chosen
 
 
+def _create_database(uri: str, runs_dir: str | Path) -> None:
+    """Create a new SQLite tracking database with its artifact root under ``runs_dir``.
+
+    MLflow creates the Default experiment with the database; left to itself it would give it
+    ``./mlruns`` of whatever directory the first command ran in.
+    """
+    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if path is None or path.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(uri, (Path(runs_dir).resolve() / "mlartifacts").as_uri())
+
+
 def ensure_experiment(name: str, runs_dir: str | Path) -> str:
-    """Id of experiment ``name``; created with an absolute artifact root under ``runs_dir``, or
-    with the server's default root when tracking through a server.
+    """Id of experiment ``name``, a model-training experiment (:data:`KIND_TAG`); created with
+    an absolute artifact root under ``runs_dir``, or with the server's default root when
+    tracking through a server.
 
     An explicit location matters without a server: MLflow would otherwise put artifacts in ./mlruns
     of whatever directory the process happens to run in (a Prefect worker's, say).
@@ -152,12 +171,14 @@ def ensure_experiment(name: str, runs_dir: str | Path) -> str:
                 f"MLflow experiment {name!r} is deleted; restore it (`mlflow experiments restore "
                 f"--experiment-id {exp.experiment_id}`) or use another config name"
             )
+        if KIND_TAG not in exp.tags:  # made before the tag was set
+            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
     location = None
     if not is_server(mlflow.get_tracking_uri()):
         location = (Path(runs_dir).resolve() / "mlartifacts" / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND})
     except MlflowException:  # another process created it first
         return client.get_experiment_by_name(name).experiment_id
 
@@ -195,7 +216,9 @@ def ui_command(runs_dir: str | Path, uri: str | None = None) -> str:
     chosen = tracking_uri(runs_dir, uri)
     if is_server(chosen):
         return f"open {chosen}"
-    return f"mlflow ui --backend-store-uri {chosen} --port 5000"
+    # Artifacts of experiments made in the UI go under the runs folder too, not ./mlartifacts.
+    artifacts = Path(runs_dir).resolve() / "mlartifacts"
+    return f"mlflow ui --backend-store-uri {chosen} --artifacts-destination {artifacts} --port 5000"
 
 
 def run_url(experiment_id: str, run_id: str) -> str:

@@ -1,8 +1,9 @@
 """Trained models: LoggedModels registered as ``<experiment>-<k>rf`` with a plain checkpoint.
 
-The checkpoint is stored beside the logged model (``extra_files/checkpoint.pt``) and is what
-generation loads (``torch.load(weights_only=True)``). A distilled 1-step model is logged like a
-reflow model, as ``<experiment>-<k>rf-distill``.
+The checkpoint is stored in the logged model (``artifacts/checkpoint.pt``, the sampler's; older
+models: ``extra_files/checkpoint.pt``) and is what generation loads
+(``torch.load(weights_only=True)``). A distilled 1-step model is logged like a reflow model, as
+``<experiment>-<k>rf-distill``.
 """
 
 from __future__ import annotations
@@ -15,17 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pytorch
-import numpy as np
 from mlflow.entities import LoggedModelInput
 from mlflow.exceptions import MlflowException
-from mlflow.models.signature import ModelSignature
-from mlflow.types.schema import Schema, TensorSpec
 from torch import nn
 
 from storage.tracking.connect import artifact_file
+from storage.tracking.registry import LATEST, latest_version
 from storage.tracking.runs import log_metrics
-from storage.tracking.tags import CHECKPOINT_NAME, TAG_DISTILLED, TAG_K, TAG_SHA
+from storage.tracking.sampler import log_sampler_model
+from storage.tracking.tags import (
+    CHECKPOINT_NAME,
+    TAG_CKPT,
+    TAG_DISTILLED,
+    TAG_K,
+    TAG_REGISTERED,
+    TAG_SHA,
+)
 
 
 @dataclass(frozen=True)
@@ -70,20 +76,6 @@ class ModelRef:
         }
 
 
-def _signature(shape: tuple[int, ...]) -> ModelSignature:
-    f32, i64 = np.dtype(np.float32), np.dtype(np.int64)
-    return ModelSignature(
-        inputs=Schema(
-            [
-                TensorSpec(f32, (-1, *shape), "x"),
-                TensorSpec(f32, (-1,), "t"),
-                TensorSpec(i64, (-1,), "y"),
-            ]
-        ),
-        outputs=Schema([TensorSpec(f32, (-1, *shape), "v")]),
-    )
-
-
 def log_trained_model(
     model: nn.Module,
     checkpoint: str | Path,
@@ -95,6 +87,10 @@ def log_trained_model(
 ) -> ModelRef:
     """Log ``model`` as the active run's output LoggedModel, register it, keep the checkpoint.
 
+    The LoggedModel loads as the velocity field (``mlflow.pytorch``) and as a sampler
+    (``mlflow.pyfunc``, what ``mlflow models serve`` serves): :mod:`.sampler`. The new version
+    is ``models:/<registered_name>/latest`` (MLflow's own; see :mod:`.registry`).
+
     Args:
         model: a velocity model with ``.config`` (its ``data_shape`` and ``num_classes``).
         checkpoint: the plain checkpoint file (rf_core.training.save_checkpoint) to store beside it.
@@ -104,53 +100,36 @@ def log_trained_model(
         fmt: "pt2" (torch.export graph, safe to load) or "pickle" (faster to log).
         distilled: a 1-step student of k-RF (LoggedModel name "<k>rf-distill", tagged).
     """
-    cfg = model.config
-    shape = tuple(cfg.data_shape)
-    # pt2 traces the graph: needs an example batch > 1 so the batch dimension stays dynamic.
-    example = (
-        np.zeros((2, *shape), np.float32),
-        np.full((2,), 0.5, np.float32),
-        np.array([-1, 0 if cfg.num_classes else -1], np.int64),
-    )
+    tags = {TAG_K: str(k), TAG_SHA: checkpoint_sha256, TAG_REGISTERED: registered_name}
+    tags |= {TAG_CKPT: f"artifacts/{CHECKPOINT_NAME}"}
+    tags |= {TAG_DISTILLED: "true"} if distilled else {}
     with tempfile.TemporaryDirectory() as tmp:
         # Stored under a fixed name so any model's checkpoint is found at the same path.
         staged = Path(tmp) / CHECKPOINT_NAME
         shutil.copyfile(checkpoint, staged)
-        info = _log_pytorch(
-            model, staged, example, shape, registered_name, k, fmt, checkpoint_sha256, distilled
-        )
-    version = getattr(info, "registered_model_version", None)
+        name = f"{k}rf-distill" if distilled else f"{k}rf"
+        info = log_sampler_model(model, str(staged), name, registered_name, fmt, tags)
+    version = info.registered_model_version
     return ModelRef(
         model_id=info.model_id,
         checkpoint=checkpoint_path(info.model_id),
         checkpoint_sha256=checkpoint_sha256,
         k=k,
         run_id=mlflow.active_run().info.run_id,
-        registered=f"{registered_name}/{version}" if version else registered_name,
+        registered=f"{registered_name}/{version}",
         distilled=distilled,
-    )
-
-
-def _log_pytorch(model, staged, example, shape, registered_name, k, fmt, sha, distilled):
-    tags = {TAG_K: str(k), TAG_SHA: sha} | ({TAG_DISTILLED: "true"} if distilled else {})
-    return mlflow.pytorch.log_model(
-        model.eval(),
-        name=f"{k}rf-distill" if distilled else f"{k}rf",
-        serialization_format=fmt,
-        input_example=example if fmt == "pt2" else None,
-        signature=_signature(shape),
-        extra_files=[str(staged)],
-        registered_model_name=registered_name,
-        pip_requirements=[],  # inference needs torch only; skips slow requirement inference
-        tags=tags,
     )
 
 
 def checkpoint_path(model_id: str, name: str = CHECKPOINT_NAME) -> str:
     """Local path of a LoggedModel's checkpoint: the artifact itself when artifacts are local,
-    else a copy downloaded once through the client (tracking server, object storage)."""
+    else a copy downloaded once through the client (tracking server, object storage).
+
+    A model's checkpoint is where its tag says (the sampler's ``artifacts/``); models logged
+    before the sampler existed, and classifiers, keep it in ``extra_files/``."""
     lm = mlflow.get_logged_model(model_id)
-    return artifact_file(lm.artifact_location, f"extra_files/{name}", model_id)
+    where = lm.tags.get(TAG_CKPT) if name == CHECKPOINT_NAME else None
+    return artifact_file(lm.artifact_location, where or f"extra_files/{name}", model_id)
 
 
 def model_ref(model_id: str) -> ModelRef:
@@ -172,7 +151,8 @@ def model_ref(model_id: str) -> ModelRef:
 
 
 def resolve_model(ref: str, field: str = "model") -> ModelRef:
-    """Resolve "m-<id>", "models:/m-<id>", "models:/<name>/<version>" or "models:/<name>@alias".
+    """Resolve "m-<id>", "models:/m-<id>", "models:/<name>/<version>", "models:/<name>@alias"
+    or "models:/<name>/latest" (also written "models:/<name>@latest").
 
     Raises:
         ValueError: naming ``field`` and the reference when nothing matches.
@@ -182,10 +162,13 @@ def resolve_model(ref: str, field: str = "model") -> ModelRef:
         if target.startswith("m-"):
             return model_ref(target)
         client = mlflow.MlflowClient()
-        if "@" in target:
-            mv = client.get_model_version_by_alias(*target.split("@", 1))
-        elif "/" in target:
-            mv = client.get_model_version(*target.split("/", 1))
+        name, sep, which = target.partition("@") if "@" in target else target.partition("/")
+        if which.lower() == LATEST:  # MLflow's own "latest": the highest version
+            mv = latest_version(name)
+        elif sep == "@":
+            mv = client.get_model_version_by_alias(name, which)
+        elif sep == "/":
+            mv = client.get_model_version(name, which)
         else:
             raise ValueError("expected m-<id>, models:/m-<id>, models:/<name>/<version>")
         # Versions registered by log_model point at the LoggedModel through their source.
@@ -194,7 +177,8 @@ def resolve_model(ref: str, field: str = "model") -> ModelRef:
     except (MlflowException, ValueError) as e:
         raise ValueError(
             f"{field}: cannot resolve {ref!r} in MLflow at {mlflow.get_tracking_uri()} ({e}). "
-            "Pass a model id (m-...), models:/<name>/<version>, or a checkpoint file path."
+            "Pass a model id (m-...), models:/<name>/<version>, models:/<name>@champion, or a "
+            "checkpoint file path."
         ) from None
 
 

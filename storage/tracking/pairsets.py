@@ -40,6 +40,17 @@ class PairSetRef:
     seed: int | None = None
 
 
+def pair_set_name(uri: str) -> str:
+    """The dataset name of a pair store: its folder name (``.../tiny-1rf-m-1.zarr`` ->
+    ``tiny-1rf-m-1.zarr``)."""
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def pair_set_key(uri: str, store_digest: str) -> tuple[str, str]:
+    """(name, MLflow digest) of a pair store's dataset: what metrics measured on it carry."""
+    return pair_set_name(uri), dataset_digest(store_digest)
+
+
 def dataset_digest(store_digest: str) -> str:
     """MLflow caps dataset digests at 36 characters: use the first 32 hex digits (128 bits) of the
     store's sha256 digest; the full digest is kept in the input's ``rectiflow.digest`` tag."""
@@ -133,3 +144,9 @@ def pair_set_source(digest: str) -> str | None:
         if run.inputs.model_inputs:
             return run.inputs.model_inputs[0].model_id
     return None
+
+
+def pair_set_run(digest: str) -> str | None:
+    """Id of the (first) run that generated the pair set with ``digest``, if MLflow knows it."""
+    runs = _dataset_runs(digest, CONTEXT_GENERATED)
+    return runs[0].info.run_id if runs else None

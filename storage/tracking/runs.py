@@ -59,12 +59,24 @@ def stage_run(
 
 
 def log_metrics(
-    rows: list[tuple[int, Mapping[str, float]]], run_id: str, model_id: str | None = None
+    rows: list[tuple[int, Mapping[str, float]]],
+    run_id: str,
+    model_id: str | None = None,
+    dataset: tuple[str, str] | None = None,
 ) -> None:
-    """Log many (step, {name: value}) rows in one call (a call costs ~20 ms on SQLite)."""
+    """Log many (step, {name: value}) rows in one call (a call costs ~20 ms on SQLite).
+
+    Args:
+        rows: (step, {metric: value}) rows.
+        run_id: the run they belong to.
+        model_id: attach them to this LoggedModel too (they show on its page).
+        dataset: (name, digest) of the dataset they were measured on, as logged as an input of
+            the run: a model's page lists the datasets of its metrics as "Datasets used".
+    """
     now = int(time.time() * 1000)
+    name, digest = dataset or (None, None)
     metrics = [
-        Metric(k, float(v), now, int(step), model_id=model_id)
+        Metric(k, float(v), now, int(step), model_id, name, digest)
         for step, values in rows
         for k, v in values.items()
     ]

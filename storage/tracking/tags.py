@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# Where a model's checkpoint is inside it, and the registered name it was logged under.
+TAG_CKPT, TAG_REGISTERED = "rectiflow.checkpoint_artifact", "rectiflow.registered_name"
 TAG_STAGE, TAG_FLOW_RUN, TAG_KEY = "rectiflow.stage", "prefect.flow_run_id", "rectiflow.stage_key"
 TAG_K, TAG_SHA = "rectiflow.k", "rectiflow.checkpoint_sha256"
 CONTEXT_GENERATED, CONTEXT_TRAINING = "generated", "training"

@@ -46,6 +46,12 @@ def test_relative_runs_dir_is_made_absolute_against_cwd(tmp_path, monkeypatch):
         ({"testing.chunk_delay_s": -1}, "testing.chunk_delay_s"),
         ({"distill.enabled": True, "reflow.rounds": 0}, "distill.enabled needs reflow.rounds"),
         ({"distill.ema_decay": 1.0}, "distill.ema_decay"),
+        ({"base.label_dropout": 0.1}, "base.label_dropout needs a class-conditional model"),
+        ({"evaluate.guidance": [0, 2]}, "evaluate.guidance needs a class-conditional model"),
+        ({"evaluate.guidance": [2]}, "0 (unguided) among them"),
+        ({"evaluate.guidance": [0, -1]}, "must be distinct numbers >= 0"),
+        ({"base.label_dropout": 1.0}, "base.label_dropout"),
+        ({"pairs.solver": {"method": "euler", "steps": 2, "guidance": -1}}, "guidance"),
     ],
 )
 def test_invalid_fields_are_named(override, message, tmp_path):
@@ -100,3 +106,49 @@ def test_settings_at_their_old_place_name_the_new_one(tmp_path, old):
     data = tiny_config_dict(tmp_path)
     data["execution"][name] = ExecutionParams().model_dump()[name]
     assert getattr(load_config(data).execution, name) == getattr(ExecutionParams(), name)
+
+
+DIGITS = {
+    "data.dataset": "mnist5k",
+    "model": {"kind": "unet", "data_shape": [1, 28, 28], "num_classes": 10, "base_channels": 8},
+}
+GUIDED_PAIRS = {"pairs.solver": {"method": "euler", "steps": 2, "guidance": 1.5}}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"evaluate.guidance": [0, 2]},
+         "evaluate.guidance needs models trained with label dropout: set base.label_dropout, "
+         "reflow.train.label_dropout > 0"),
+        ({"evaluate.guidance": [0, 2], "base.label_dropout": 0.1},
+         "set reflow.train.label_dropout > 0"),
+        ({"evaluate.guidance": [0, 2], "base.label_dropout": 0.1, "reflow.train.label_dropout": 0.1,
+          "distill.enabled": True}, "set distill.label_dropout > 0"),
+        (GUIDED_PAIRS, "pairs.solver.guidance needs models trained with label dropout: set "
+                       "base.label_dropout > 0"),
+        ({**GUIDED_PAIRS, "base.label_dropout": 0.1, "reflow.rounds": 2},
+         "pairs.solver.guidance needs models trained with label dropout: set "
+         "reflow.train.label_dropout > 0"),
+    ],
+)  # fmt: skip
+def test_guidance_needs_every_guided_model_trained_with_label_dropout(tmp_path, override, message):
+    with pytest.raises(ValueError, match="invalid config") as err:
+        load_config(tiny_config_dict(tmp_path, **DIGITS, **override))
+    assert message in str(err.value)
+
+
+def test_a_guided_config_loads(tmp_path):
+    dropout = {"base.label_dropout": 0.1, "reflow.train.label_dropout": 0.1}
+    cfg = load_config(
+        tiny_config_dict(
+            tmp_path, **DIGITS, **dropout, **GUIDED_PAIRS, **{"evaluate.guidance": [0, 2]}
+        )
+    )
+    assert cfg.evaluate.guidance == (0.0, 2.0) and cfg.pairs.solver.guidance == 1.5
+    assert cfg.pairs.solver.store_dict(8)["guidance"] == 1.5
+    # One round: the pairs come from 1-RF only, so the 2-RF may be trained without dropout.
+    one = load_config(
+        tiny_config_dict(tmp_path, **DIGITS, **GUIDED_PAIRS, **{"base.label_dropout": 0.1})
+    )
+    assert one.reflow.train.label_dropout == 0

@@ -136,3 +136,25 @@ def test_training_settings_added_later_leave_old_keys_alone(tmp_path, model):
     assert result_sections(cfg)["base"] == first.model_dump(mode="json")
     changed = load_config(tiny_config_dict(tmp_path, **{"base.warmup_steps": 5}))
     assert "warmup_steps=5" in str(changed.base) and "checkpoint_every" not in str(changed.base)
+DIGITS = {
+    "data.dataset": "mnist5k",
+    "model": {"kind": "unet", "data_shape": [1, 28, 28], "num_classes": 10, "base_channels": 8},
+    "base.label_dropout": 0.1,
+    "reflow.train.label_dropout": 0.1,
+}
+
+
+@pytest.mark.parametrize(
+    ("override", "changed"),
+    [
+        ({"base.label_dropout": 0.2}, {"train_base", "pipeline"}),
+        ({"reflow.train.label_dropout": 0.2}, {"train_reflow", "pipeline"}),
+        ({"evaluate.guidance": [0, 2]}, {"evaluate", "pipeline"}),
+        ({"pairs.solver": {"method": "dopri5", "rtol": 1e-4, "atol": 1e-4, "guidance": 1.0}},
+         {"store identity", "pipeline"}),
+    ],
+)  # fmt: skip
+def test_guidance_settings_change_their_keys(tmp_path: Path, model, override, changed):
+    before = keys(load_config(tiny_config_dict(tmp_path, **DIGITS)), model)
+    after = keys(load_config(tiny_config_dict(tmp_path, **{**DIGITS, **override})), model)
+    assert {k for k in before if before[k] != after[k]} == changed

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +23,14 @@ from storage import tracking
 from storage.pairstore import PairStore
 from tests.flows.test_pipeline import _inputs, _stage_runs
 from tests.helpers import make_runs_dir, tiny_config_dict
-from tests.procs import free_port
+from tests.procs import (
+    MLFLOW_SERVER_ENV,
+    free_port,
+    mlflow_server_cmd,
+    start_group,
+    stop_group,
+    wait_healthy,
+)
 
 # Smaller than test_pipeline's toy: the pipeline runs twice here (SQLite, then the server).
 SMALL = {
@@ -36,22 +39,6 @@ SMALL = {
     "pairs.n": 512,
     "evaluate.n_samples": 128,
 }
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 240) -> None:
-    """Poll /health until the server answers OK (a loaded 2-core machine needs ~50-80 s)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"mlflow server not healthy after {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -65,28 +52,14 @@ def mlflow_server(tmp_path_factory, mlflow_template):
     db = root / "srv.db"
     shutil.copyfile(mlflow_template, db)  # already migrated: saves the server ~7 s
     port = free_port()
-    cmd = [
-        str(Path(sys.executable).parent / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{db}",
-        "--artifacts-destination", (root / "art").as_uri(), "--serve-artifacts",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    # The job runner (GenAI scorers) would start a dozen extra processes: not needed here.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    art = ["--artifacts-destination", (root / "art").as_uri(), "--serve-artifacts"]
+    cmd = mlflow_server_cmd(Path(sys.executable).parent, f"sqlite:///{db}", port, *art)
     log = root / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+    proc = start_group(cmd, log, {**os.environ, **MLFLOW_SERVER_ENV})
     try:
         yield f"http://127.0.0.1:{port}", proc, log
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # uvicorn runs as a child in the same group
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 def _checkpoint_intact(model_id: str) -> bool:
@@ -138,7 +111,7 @@ def test_pipeline_over_http_has_the_lineage_of_a_sqlite_run(
     expected = _summary(local)
     local_base_sha = checkpoint_sha256(tracking.checkpoint_path(local.models[0].model_id))
 
-    _wait_healthy(url, proc, log)
+    wait_healthy(url, proc, log)
     remote_runs = tmp_path / "remote" / "runs"
     cfg = load_config(tiny_config_dict(remote_runs, **SMALL, **{"tracking.uri": url}))
     remote = pipeline(cfg)

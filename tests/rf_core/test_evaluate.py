@@ -80,6 +80,21 @@ def test_rows_report_measured_nfe(toy):
     assert rows[0].straightness > 0 and rows[0].straightness != rows[5].straightness
 
 
+def test_guided_sweep_counts_both_evaluations_and_zero_is_the_plain_sweep(toy):
+    x0, y, scorer = toy
+    kw = {"steps": (1, 2), "adaptive": False}
+    plain, samples = nfe_sweep({"a": _mlp(0)}, x0, y, scorer, **kw)
+    zero, zero_samples = nfe_sweep({"a": _mlp(0)}, x0, y, scorer, guidance=0.0, **kw)
+    guided, guided_samples = nfe_sweep({"a": _mlp(0)}, x0, y, scorer, guidance=2.0, **kw)
+    assert zero == plain and all(r.guidance == 0 for r in plain)
+    assert all(torch.equal(zero_samples[k], samples[k]) for k in samples)
+    assert [(r.steps, r.nfe, r.guidance) for r in guided] == [(1, 2, 2.0), (2, 4, 2.0)]
+    assert guided[0].swd != plain[0].swd and guided[0].straightness != plain[0].straightness
+    assert not torch.allclose(guided_samples[("a", "euler", 1)], samples[("a", "euler", 1)])
+    assert "| guidance |" in rows_to_markdown(plain + guided)
+    assert "guidance" not in rows_to_markdown(plain)
+
+
 def test_same_seed_gives_identical_numbers(toy):
     x0, y, scorer = toy
     rows1, s1 = nfe_sweep({"a": _mlp(0)}, x0, y, scorer)

@@ -25,7 +25,11 @@ def test_store_dict_holds_every_field_with_the_batch_resolved():
         "rho": 2.0,
         "compile": False,
     }
-    assert list(rk4.store_dict(4)) == list(SolverSpec.model_fields)  # declaration order
+    # Declaration order; guidance only when set (a default store's attrs are as before it).
+    assert list(rk4.store_dict(4)) == [f for f in SolverSpec.model_fields if f != "guidance"]
+    guided = SolverSpec(method="rk4", steps=8, guidance=2)
+    assert guided.store_dict(4) == {**rk4.store_dict(4), "guidance": 2.0}
+    assert list(guided.store_dict(4)) == list(SolverSpec.model_fields)
     ends = SolverSpec(method="rk4", steps=8, grid="ends", rho=1.5, batch_size=2, compile=True)
     assert ends.store_dict(4) == {
         **rk4.store_dict(4),
@@ -52,6 +56,7 @@ def test_a_stored_dict_reads_back_as_the_same_spec():
         SolverSpec(method="rk4", steps=14, batch_size=8),
         SolverSpec(method="euler", steps=3, grid="cosine", rho=4.0, compile=True, batch_size=2),
         SolverSpec(method="bosh3", rtol=1e-3, atol=1e-6, batch_size=5),
+        SolverSpec(method="euler", steps=2, guidance=1.5),
     ):
         assert SolverSpec.from_dict(spec.store_dict(8)) == spec.model_copy(
             update={"batch_size": spec.batch_size or 8}
@@ -88,16 +93,17 @@ def test_resume_identity_compares_what_changes_the_pairs():
     assert SolverSpec(rtol=1e-4).resume_identity(4) != SolverSpec().resume_identity(4)
 
 
-def test_a_field_added_with_a_default_leaves_old_stores_resumable():
-    class WithGuidance(SolverSpec):  # what a later field (e.g. a guidance scale) looks like
-        guidance: float = 0.0
-
-    stored = SolverSpec(method="rk4", steps=14).store_dict(8)  # written before the field
-    old = WithGuidance.from_dict(stored)
-    assert old.resume_identity(8) == WithGuidance(method="rk4", steps=14).resume_identity(8)
-    assert old.resume_identity(8) != WithGuidance(
-        method="rk4", steps=14, guidance=1.0
-    ).resume_identity(8)
+def test_guidance_added_with_a_default_leaves_old_stores_resumable():
+    stored = SolverSpec(method="rk4", steps=14).store_dict(8)
+    assert "guidance" not in stored  # as stores written before the field
+    old = SolverSpec.from_dict(stored)
+    assert old.guidance == 0.0
+    assert old.resume_identity(8) == SolverSpec(method="rk4", steps=14).resume_identity(8)
+    guided = SolverSpec(method="rk4", steps=14, guidance=1.0)
+    assert old.resume_identity(8) != guided.resume_identity(8)
+    assert SolverSpec.from_dict(guided.store_dict(8)).resume_identity(8) == (
+        guided.resume_identity(8)
+    )
 
 
 def test_solve_kwargs_are_what_solve_ode_takes():
@@ -108,6 +114,8 @@ def test_solve_kwargs_are_what_solve_ode_takes():
     }
     ends = SolverSpec(method="rk4", steps=6, grid="ends", rho=1.5).solve_kwargs()
     assert ends["t_grid"] == time_grid("ends", 6, rho=1.5).tolist() and ends["steps"] == 6
+    guided = SolverSpec(method="euler", steps=2, guidance=0.5).solve_kwargs()
+    assert guided == {"method": "euler", "steps": 2, "batch_size": None, "guidance": 0.5}
     assert SolverSpec(rtol=1e-3, atol=1e-4).solve_kwargs() == {
         "method": "dopri5",
         "batch_size": None,
@@ -139,6 +147,7 @@ def test_labels_name_the_setting():
     assert SolverSpec(method="rk4", steps=8, grid="cosine").label() == "rk4_8_cosine"
     assert SolverSpec(rtol=1e-3, atol=1e-3).label() == "dopri5_tol0.001"
     assert SolverSpec(method="rk4", steps=8, compile=True, batch_size=3).label() == "rk4_8"
+    assert SolverSpec(method="euler", steps=1, guidance=2.0).label() == "euler_1_w2"
 
 
 @pytest.mark.parametrize(
@@ -153,7 +162,9 @@ def test_labels_name_the_setting():
         ({"method": "rk4", "steps": 4, "rho": float("inf")}, "solver\\['rho'\\] must be a finite"),
         ({"method": "rk4", "steps": 4, "compile": "yes"}, "solver\\['compile'\\] must be true"),
         ({"method": "dopri5", "grid": "end"}, "grid 'end' needs a fixed-step method"),
-        ({"method": "rk4", "steps": 4, "guidance": 2.0}, "keys among"),
+        ({"method": "rk4", "steps": 4, "order": 2}, "keys among"),
+        ({"method": "rk4", "steps": 4, "guidance": -1.0}, "solver\\['guidance'\\] must be"),
+        ({"method": "rk4", "steps": 4, "guidance": "2"}, "solver\\['guidance'\\] must be"),
         (["rk4"], "solver must be a dict"),
     ],
 )

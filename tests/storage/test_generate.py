@@ -140,3 +140,24 @@ def test_a_model_compiled_for_another_store_is_refused(tmp_path):
     with pytest.raises(PairStoreError, match="compile=False; pass the plain model"):
         generate_chunks(compile_velocity(model, 8), eager)
     assert compiled.missing_chunks() == eager.missing_chunks() == [0, 1, 2, 3]
+
+
+def test_guided_pairs_record_their_scale_count_both_evaluations_and_resume_only_so(tmp_path):
+    guided = {"method": "euler", "steps": 3, "guidance": 2.0}
+    store, model = make(tmp_path, solver=guided), tiny_model()
+    assert store.attrs["solver"]["guidance"] == 2.0 and store.solver.guidance == 2.0
+    stats = generate_chunks(model, store, [0])
+    x0, x1, y = store.read_chunk(0)
+    ref = solve_ode(model, torch.from_numpy(x0), torch.from_numpy(y), "euler", 3, guidance=2.0)
+    np.testing.assert_array_equal(x1, ref.x1.numpy())
+    assert stats.nfe == store.nfe()[0] == 2 * 3  # two evaluations per guided step
+    plain = solve_ode(model, torch.from_numpy(x0), torch.from_numpy(y), "euler", 3)
+    assert not np.allclose(x1, plain.x1.numpy())
+    # Resuming asks for the same scale: another one (or none) is refused, nothing written.
+    for other in ({**guided, "guidance": 1.0}, {"method": "euler", "steps": 3}):
+        with pytest.raises(PairStoreError, match=r"cannot resume .*guidance"):
+            PairStore.open_or_create(store.uri, **store_kwargs(solver=other))
+    again = PairStore.open_or_create(store.uri, **store_kwargs(solver=guided))
+    assert again.missing_chunks() == [1, 2, 3]
+    # A store without guidance records none: its attrs are what they were before the field.
+    assert "guidance" not in make(tmp_path, "plain.zarr").attrs["solver"]
