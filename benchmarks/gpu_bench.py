@@ -28,13 +28,12 @@ from benchmarks.pairgen_base import (
     TINY_MODEL,
     bench_model,
     efficiency,
-    pair_error,
-    reference_solve,
     seed_recipe,
 )
 from rf_core.data import load_mnist5k
 from rf_core.losses import rf_loss
 from rf_core.models import build_model
+from rf_core.pair_error import pair_error, reference_solve
 from rf_core.solvers import solve_ode
 
 
@@ -83,7 +82,7 @@ def bench_pairs(model, cfg, n, batch, steps, device, compile_ok) -> list[GpuRow]
     x0 = torch.randn((n, *cfg.data_shape), generator=g).to(device)
     y = torch.randint(0, cfg.num_classes, (n,), generator=g).to(device)
     set_tf32(False)
-    ref = reference_solve(model, x0, y, batch_size=batch, dtype=torch.float64)[0]
+    ref = reference_solve(model, x0, y, batch_size=batch, dtype=torch.float64).x1
     sec, (x1, nfe) = timed(lambda: seed_recipe(model, x0, y, min(256, n)), device)
     rows = [
         GpuRow(

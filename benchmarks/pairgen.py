@@ -45,17 +45,14 @@ from benchmarks.common import (
 from benchmarks.pairgen_base import (
     BENCH_TRAIN,
     MNIST_MODEL,
-    REF_TOL,
     SEED_SOLVER,
     TINY_MODEL,
     bench_model,
-    pair_error,
-    reference_solve,
-    sample_errors,
     seed_recipe,
 )
 from rf_core.compiled import CompileError, compile_velocity
 from rf_core.config import ModelConfig
+from rf_core.pair_error import REFERENCE_TOL, pair_error, reference_solve, sample_errors
 from rf_core.solver_spec import SolverSpec
 from rf_core.solvers import solve_ode
 from rf_core.training import checkpoint_sha256, load_checkpoint
@@ -429,10 +426,9 @@ def run(
         root = Path(tmp)
         seed_spec = SEED_SOLVER.model_copy(update={"batch_size": batch})
         x0, y = store_inputs(make_store(root, "inputs", n_pairs, seed_spec, cfg, sha))
-        ref_s, (x1_ref, ref_nfe) = timed(
-            lambda: reference_solve(model, x0, y, batch_size=batch, dtype=ref_dtype)
-        )
-        log(f"reference: {ref_dtype} dopri5 {REF_TOL:g}, {ref_nfe} NFE/pair, {ref_s:.0f} s")
+        ref_s, ref = timed(lambda: reference_solve(model, x0, y, batch_size=batch, dtype=ref_dtype))
+        x1_ref, ref_nfe = ref.x1, ref.nfe
+        log(f"reference: {ref_dtype} dopri5 {REFERENCE_TOL:g}, {ref_nfe} NFE/pair, {ref_s:.0f} s")
         first = seed_arm(model, cfg, x0, y, seed_bs)
         seed_err = make_row("seed", "seed", seed_bs, first[2], [first[0]], first[1], x1_ref, 0)
         log(
@@ -474,8 +470,9 @@ def run(
 def reference_check(model: nn.Module, x0: Tensor, y: Tensor, batch: int) -> dict:
     """The float32 dopri5 1e-7 reference against the float64 one: error, NFE and seconds each."""
     kw = {"batch_size": batch}
-    sec64, (ref64, nfe64) = timed(lambda: reference_solve(model, x0, y, dtype=torch.float64, **kw))
-    sec32, (ref32, nfe32) = timed(lambda: reference_solve(model, x0, y, **kw))
+    sec64, r64 = timed(lambda: reference_solve(model, x0, y, dtype=torch.float64, **kw))
+    sec32, r32 = timed(lambda: reference_solve(model, x0, y, **kw))
+    (ref64, nfe64), (ref32, nfe32) = (r64.x1, r64.nfe), (r32.x1, r32.nfe)
     errs = sample_errors(ref32, ref64)
     return {
         "pairs": len(x0),
@@ -535,7 +532,7 @@ def render(res: PairgenResult, command: str, model_note: str, device: str = "cpu
         f"Command: `{command}` · {time.strftime('%Y-%m-%d')} · {machine_line(device)}",
         "",
         f"{model_note}. {res.n_pairs} pairs, the same noise and labels for every setting (a pair "
-        f"store's chunk inputs); reference dopri5 rtol=atol={REF_TOL:g} in {res.ref_dtype} "
+        f"store's chunk inputs); reference dopri5 rtol=atol={REFERENCE_TOL:g} in {res.ref_dtype} "
         f"({res.ref_nfe} NFE/pair, {res.ref_seconds:.0f} s). Field wiggle along t (RMS of v "
         f"minus its best quadratic over windows of 0.03 in t, over RMS of v): {res.wiggle:.1e}. "
         "Pair error = RMS(x1 − x1_ref)/RMS(x1_ref) on the first half of the pairs (the default "
