@@ -19,9 +19,12 @@ from fsspec.core import split_protocol
 from flows.cli_errors import exit_codes
 from flows.errors import InputError, bad_input
 from flows.stores import store_arg
+from rf_core.pair_error import REFERENCE_TOL
+from rf_core.solver_screen import Screen
 from rf_core.training import checkpoint_sha256, load_checkpoint
-from storage.layout import format_ranges
+from storage.layout import SOLVER_CHOICE, format_ranges
 from storage.pairstore import PairStore
+from storage.solver_choice import recorded_screen
 from storage.verify import VerifyReport, repair, verify
 
 pairs_app = typer.Typer(
@@ -49,6 +52,10 @@ def status(store: str = typer.Argument(..., help="pair store path or fsspec URL"
         f"run_id={src['run_id']} sha256={src['checkpoint_sha256']}"
     )
     typer.echo(f"solver:    {solver.label()} {solver.store_dict(s.chunk)}")
+    screen = recorded_screen(s)
+    if screen is not None:
+        for line in screen_lines(screen, s.attrs[SOLVER_CHOICE].get("screened_at")):
+            typer.echo(line)
     typer.echo(
         f"samples:   shape={list(s.sample_shape)} num_classes={s.num_classes} "
         f"seed={s.seed} dataset={s.attrs['dataset']}"
@@ -123,6 +130,26 @@ def verify_cmd(
             + ("" if same else f" (was {result.previous_digest})")
         )
     raise typer.Exit(0 if after.ok else 1)
+
+
+def screen_lines(screen: Screen, when: str | None = None) -> list[str]:
+    """What a solver screen measured, as text: the choice, the reference, one row per trial."""
+    req, won = screen.request, screen.chosen_trial
+    lines = [
+        f"chosen by a screen: {screen.chosen.label()} ({won.nfe} NFE per pair, pair error "
+        f"{won.error:.2e}) for {req.label()}" + (f", screened {when}" if when else ""),
+        f"  reference dopri5 {REFERENCE_TOL:g}: {screen.reference_nfe} NFE per pair; the screen "
+        f"took {screen.seconds:.1f} s and {screen.evaluations:,} sample evaluations"
+        + (" (no fixed-step solver met the tolerance)" if screen.fallback else ""),
+        f"  {'':2}{'solver':<22}{'nfe':>5}  {'error':>9}  {'bound':>9}  {'err_max':>9}",
+    ]
+    for row in screen.table():
+        mark = "* " if row["chosen"] else "  "
+        lines.append(
+            f"  {mark}{row['solver']:<22}{row['nfe']:>5}  {row['error']:>9.2e}  "
+            f"{row['bound']:>9.2e}  {row['err_max']:>9.2e}"
+        )
+    return [*lines, f"  (* chosen; it meets the tolerance when bound <= {req.tolerance:g})"]
 
 
 if __name__ == "__main__":
