@@ -20,7 +20,7 @@ from flows.cli_errors import exit_codes
 from flows.errors import InputError, bad_input
 from flows.stores import store_arg
 from rf_core.pair_error import REFERENCE_TOL
-from rf_core.solver_screen import Screen
+from rf_core.screen_result import Screen
 from rf_core.training import checkpoint_sha256, load_checkpoint
 from storage.layout import SOLVER_CHOICE, format_ranges
 from storage.pairstore import PairStore

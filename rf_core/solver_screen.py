@@ -7,14 +7,15 @@ store's chunk 0, the noise the store itself will hold):
 2. fixed-step candidates (:func:`candidate_ladder`), grouped by NFE per pair and tried from the
    cheapest group up; every candidate of a group is solved, and the screen stops at the first
    group where one meets the tolerance (the one with the smallest error bound wins the group);
-3. the adaptive solver at the tolerance (dopri5, rtol = atol = tolerance), always: it is what
-   meets a tolerance without a screen, and the yardstick of what the screen saves.
+3. the adaptive solver at the tolerance (dopri5, rtol = atol = tolerance), tightened tenfold
+   until it meets the tolerance (at most down to ``TIGHTEST_ADAPTIVE``): it is what meets the
+   tolerance without a fixed-step screen, the yardstick of what the screen saves, and the
+   fallback when no fixed-step candidate meets it.
 
 A solver *meets* the tolerance when the upper bound of its pair error
 (:func:`rf_core.pair_error.error_bound`) is within it, so that the error on other noise stays
-within it too. The choice is the measured solver that meets it with the fewest NFE per pair
-(a fixed-step one on a tie); when none does, the adaptive solver is tightened tenfold until it
-meets it (the fallback). Everything is measured on the given model, compiled first when the
+within it too. The choice is the measured solver that meets it with the fewest NFE per pair (a
+fixed-step one on a tie). Everything is measured on the given model, compiled first when the
 request says ``compile``, so the probe runs what generation will run.
 
 The choice is deterministic for a model and its noise, and a tighter tolerance never picks a
@@ -26,16 +27,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from rf_core.compiled import compile_velocity
 from rf_core.pair_error import REFERENCE_TOL, error_bound, reference_solve, sample_errors
-from rf_core.solver_spec import REQUEST_FIELDS, SolverSpec
+from rf_core.screen_result import Screen, Trial, replace_spec
+from rf_core.solver_spec import SolverSpec
 from rf_core.solvers import solve_ode
 
 # NFE per pair of the candidate groups: a few hundred model evaluations per candidate at most.
@@ -75,132 +75,6 @@ def candidate_ladder(levels: tuple[int, ...] = LEVELS) -> list[tuple[int, tuple[
             specs.append(SolverSpec(method="euler", steps=nfe))
         out.append((nfe, tuple(specs)))
     return out
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One solver measured on the probe draws.
-
-    Attributes:
-        solver: the recipe solved (one batch of all probe draws).
-        nfe: model evaluations per pair, counted.
-        error: pair error against the reference.
-        bound: the error's upper bound, which the rule compares with the tolerance.
-        err_max: the largest per-sample error (same scale).
-        seconds: wall time of the solve.
-    """
-
-    solver: SolverSpec
-    nfe: int
-    error: float
-    bound: float
-    err_max: float
-    seconds: float
-
-    def meets(self, tolerance: float) -> bool:
-        return self.bound <= tolerance
-
-    def row(self) -> dict[str, Any]:
-        """JSON-ready: the solver's label and its recipe fields beside the measurements."""
-        spec = self.solver.model_dump(mode="json", exclude_defaults=True)
-        return {"solver": self.solver.label(), "spec": {"method": self.solver.method, **spec}} | {
-            k: getattr(self, k) for k in ("nfe", "error", "bound", "err_max", "seconds")
-        }
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Trial:
-        fields = {k: row[k] for k in ("nfe", "error", "bound", "err_max", "seconds")}
-        return cls(SolverSpec.from_dict(row["spec"]), **fields)
-
-
-@dataclass(frozen=True)
-class Screen:
-    """What a screen measured and chose.
-
-    Attributes:
-        request: the auto request (tolerance, probe, batch_size, compile).
-        chosen: the recipe to generate with: the winning trial's solver with the request's
-            batch_size and compile.
-        fallback: True when no fixed-step candidate met the tolerance (an adaptive solver was
-            chosen, tightened until it met it).
-        reference_nfe: NFE per pair of the reference solve.
-        reference_seconds: its wall time.
-        trials: every solver measured, in the order measured.
-        compile_seconds: the compilation's first call (0 when eager).
-        seconds: wall time of the whole screen.
-    """
-
-    request: SolverSpec
-    chosen: SolverSpec
-    fallback: bool
-    reference_nfe: int
-    reference_seconds: float
-    trials: tuple[Trial, ...]
-    compile_seconds: float
-    seconds: float
-
-    @property
-    def chosen_trial(self) -> Trial:
-        return next(t for t in self.trials if _recipe(t.solver) == _recipe(self.chosen))
-
-    @property
-    def baseline(self) -> Trial:
-        """The adaptive solver at the tolerance: what meets it without a screen."""
-        return next(t for t in self.trials if t.solver == _adaptive(self.request.tolerance))
-
-    @property
-    def evaluations(self) -> int:
-        """Model evaluations of one sample spent by the screen (probe x NFE, summed)."""
-        return self.request.probe * (self.reference_nfe + sum(t.nfe for t in self.trials))
-
-    def saving(self, n: int) -> int:
-        """Evaluations the choice saves over the baseline on ``n`` pairs (negative: it costs)."""
-        return n * (self.baseline.nfe - self.chosen_trial.nfe)
-
-    def table(self) -> list[dict[str, Any]]:
-        """One row per trial for displays: solver, NFE, error, bound, max, chosen."""
-        won = self.chosen_trial
-        keys = ("solver", "nfe", "error", "bound", "err_max")
-        return [{k: t.row()[k] for k in keys} | {"chosen": t is won} for t in self.trials]
-
-    def record(self) -> dict[str, Any]:
-        """JSON-ready record (a pair store's ``solver_choice``); :meth:`from_record` reads it."""
-        return {
-            "request": self.request.model_dump(mode="json", include=set(REQUEST_FIELDS)),
-            "chosen": self.chosen.label(),
-            "fallback": self.fallback,
-            "reference": {"method": "dopri5", "rtol": REFERENCE_TOL, "atol": REFERENCE_TOL}
-            | {"nfe": self.reference_nfe, "seconds": self.reference_seconds},
-            "trials": [t.row() for t in self.trials],
-            "evaluations": self.evaluations,
-            "compile_seconds": self.compile_seconds,
-            "seconds": self.seconds,
-        }
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any], chosen: SolverSpec) -> Screen:
-        """The screen a record describes; ``chosen`` is the recipe the store holds."""
-        ref = record["reference"]
-        return cls(
-            SolverSpec.from_dict(record["request"]),
-            chosen,
-            bool(record["fallback"]),
-            int(ref["nfe"]),
-            float(ref["seconds"]),
-            tuple(Trial.from_row(r) for r in record["trials"]),
-            float(record["compile_seconds"]),
-            float(record["seconds"]),
-        )
-
-
-def _recipe(spec: SolverSpec) -> SolverSpec:
-    """``spec`` without its execution fields (batch partition, compile)."""
-    return replace_spec(spec, batch_size=None, compile=False)
-
-
-def replace_spec(spec: SolverSpec, **fields: Any) -> SolverSpec:
-    """A validated copy of ``spec`` with ``fields`` changed (model_copy does not validate)."""
-    return SolverSpec.model_validate(spec.model_dump(exclude_unset=True) | fields)
 
 
 def _adaptive(tol: float) -> SolverSpec:
@@ -285,8 +159,11 @@ def screen_solvers(
     trials = _fixed_pick(measure, tol, log)
     fallback = not any(t.meets(tol) for t in trials)
     trials.append(measure(_adaptive(tol)))
-    while (won := _choose(trials, tol)) is None and trials[-1].solver.rtol / 10 >= TIGHTEST:
+    while not trials[-1].meets(tol) and trials[-1].solver.rtol / 10 >= TIGHTEST:
         trials.append(measure(_adaptive(trials[-1].solver.rtol / 10)))
+    a = trials[-1]
+    log(f"  adaptive: {a.solver.label()} {a.nfe} NFE, error {a.error:.2e} (bound {a.bound:.2e})")
+    won = _choose(trials, tol)
     if won is None:
         raise ToleranceUnreachable(
             f"solver['tolerance'] = {tol:g} is tighter than any solver reaches on this model: "

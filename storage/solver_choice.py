@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from rf_core.solver_screen import Screen, ToleranceUnreachable, screen_solvers
+from rf_core.screen_result import Screen
+from rf_core.solver_screen import ToleranceUnreachable, screen_solvers
 from rf_core.solver_spec import SolverSpec
 from storage.generate import draw_inputs
 from storage.layout import SOLVER_CHOICE, PairStoreError, StoreExistsError, solver_spec
@@ -113,12 +114,15 @@ def run_screen(
 
 
 def payoff_line(screen: Screen, n: int, chunk: int) -> str:
-    """Whether the screen costs less than its choice saves on ``n`` pairs, against the adaptive
-    solver at the tolerance; when not, the ``pairs.solver`` that pins the choice."""
+    """Whether the screen costs less than its choice saves on ``n`` pairs, against the loosest
+    adaptive solver that met the tolerance; when not, the ``pairs.solver`` that pins the choice."""
     cost, saved, base = screen.evaluations, screen.saving(n), screen.baseline
-    head = (
-        f"the screen cost {cost:,} sample evaluations; {screen.chosen.label()} saves {saved:,} "
-        f"over {base.solver.label()} ({base.nfe} NFE per pair) on {n:,} pairs"
+    head = f"the screen cost {cost:,} sample evaluations"
+    if base is None:
+        return head + "; no adaptive solver met the tolerance, the screen's choice is the only one"
+    head += (
+        f"; {screen.chosen.label()} saves {saved:,} over {base.solver.label()} ({base.nfe} NFE "
+        f"per pair, the loosest adaptive solver that met the tolerance) on {n:,} pairs"
     )
     if saved > cost:
         return head + ": it pays for itself"

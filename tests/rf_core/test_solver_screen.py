@@ -17,13 +17,8 @@ from rf_core.config import ModelConfig, TrainConfig
 from rf_core.data import sample_toy
 from rf_core.models import build_model
 from rf_core.pair_error import pair_error, reference_solve
-from rf_core.solver_screen import (
-    LEVELS,
-    Screen,
-    ToleranceUnreachable,
-    candidate_ladder,
-    screen_solvers,
-)
+from rf_core.screen_result import Screen
+from rf_core.solver_screen import LEVELS, ToleranceUnreachable, candidate_ladder, screen_solvers
 from rf_core.solver_spec import SolverSpec
 from rf_core.solvers import solve_ode
 from rf_core.training import fit
