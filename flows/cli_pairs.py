@@ -3,6 +3,7 @@
     rectiflow pairs status STORE
     rectiflow pairs verify STORE                     # exit code 1 when a chunk is bad
     rectiflow pairs verify --repair STORE [--checkpoint CKPT]
+    rectiflow pairs probe MODEL [--config CONFIG] [--tolerance 2e-3] [--probe 64]   (cli_probe)
 
 Mounted by ``flows/cli.py`` as ``app.add_typer(pairs_app, name="pairs")``; also runnable on its
 own as ``python -m flows.cli_pairs``. Bad input exits 2 and damaged data 1, each with one error
@@ -17,10 +18,9 @@ import typer
 from fsspec.core import split_protocol
 
 from flows.cli_errors import exit_codes
+from flows.cli_probe import probe, screen_lines
 from flows.errors import InputError, bad_input
 from flows.stores import store_arg
-from rf_core.pair_error import REFERENCE_TOL
-from rf_core.screen_result import Screen
 from rf_core.training import checkpoint_sha256, load_checkpoint
 from storage.layout import SOLVER_CHOICE, format_ranges
 from storage.pairstore import PairStore
@@ -28,8 +28,10 @@ from storage.solver_choice import recorded_screen
 from storage.verify import VerifyReport, repair, verify
 
 pairs_app = typer.Typer(
-    help="Inspect, verify and repair rf-pairs/1 pair stores.", no_args_is_help=True
+    help="Inspect, verify and repair rf-pairs/1 pair stores; screen a model's pair solvers.",
+    no_args_is_help=True,
 )
+pairs_app.command("probe")(probe)
 
 
 @pairs_app.command()
@@ -130,26 +132,6 @@ def verify_cmd(
             + ("" if same else f" (was {result.previous_digest})")
         )
     raise typer.Exit(0 if after.ok else 1)
-
-
-def screen_lines(screen: Screen, when: str | None = None) -> list[str]:
-    """What a solver screen measured, as text: the choice, the reference, one row per trial."""
-    req, won = screen.request, screen.chosen_trial
-    lines = [
-        f"chosen by a screen: {screen.chosen.label()} ({won.nfe} NFE per pair, pair error "
-        f"{won.error:.2e}) for {req.label()}" + (f", screened {when}" if when else ""),
-        f"  reference dopri5 {REFERENCE_TOL:g}: {screen.reference_nfe} NFE per pair; the screen "
-        f"took {screen.seconds:.1f} s and {screen.evaluations:,} sample evaluations"
-        + (" (no fixed-step solver met the tolerance)" if screen.fallback else ""),
-        f"  {'':2}{'solver':<22}{'nfe':>5}  {'error':>9}  {'bound':>9}  {'err_max':>9}",
-    ]
-    for row in screen.table():
-        mark = "* " if row["chosen"] else "  "
-        lines.append(
-            f"  {mark}{row['solver']:<22}{row['nfe']:>5}  {row['error']:>9.2e}  "
-            f"{row['bound']:>9.2e}  {row['err_max']:>9.2e}"
-        )
-    return [*lines, f"  (* chosen; it meets the tolerance when bound <= {req.tolerance:g})"]
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from flows.stores import existing_store, store_arg
 from rf_core.training import checkpoint_sha256, load_checkpoint
 from storage import tracking
 from storage.location import set_storage_options
-from storage.pairstore import PairStore
+from storage.solver_choice import open_or_create_pairs
 
 
 def connect(cfg: PipelineConfig) -> None:
@@ -136,7 +136,7 @@ class GenerateInputs:
 
 
 def store_args(cfg: PipelineConfig, model: tracking.ModelRef) -> dict[str, Any]:
-    """Everything that makes a store's pairs what they are (PairStore.open_or_create kwargs)."""
+    """Everything that makes a store's pairs what they are (``open_or_create_pairs`` kwargs)."""
     p = cfg.pairs
     return {
         "n": p.n, "chunk": p.chunk, "sample_shape": cfg.model.data_shape, "seed": p.seed,
@@ -162,7 +162,7 @@ def generate_inputs(cfg: PipelineConfig, model: str, store: str | None) -> Gener
                 "Pass a new --store URI; nothing was changed."
             )
         with bad_input("store"):  # opens the existing store and compares; writes nothing
-            PairStore.open_or_create(uri, **store_args(cfg, ref))
+            open_or_create_pairs(uri, **store_args(cfg, ref))
     return GenerateInputs(ref, uri)
 
 

@@ -66,7 +66,7 @@ def resolve_request(solver: SolverSpec | Mapping[str, Any], chunk: int, n: int) 
 
 def open_or_create_pairs(
     uri: str,
-    load_model: Callable[[], nn.Module],
+    load_model: Callable[[], nn.Module] | None = None,
     device: str | torch.device = "cpu",
     log: Callable[[str], None] = _log.info,
     **kwargs: Any,
@@ -76,7 +76,8 @@ def open_or_create_pairs(
     Args:
         uri: the store.
         load_model: returns the source model; called only when a screen runs (a new store with
-            an auto request), so a resume never loads it here.
+            an auto request), so a resume never loads it here. None: only existing stores and
+            recipes can be opened.
         device: where the screen solves.
         log: progress lines (the screen's, and whether it pays for itself at this ``n``).
         **kwargs: the arguments of :meth:`PairStore.create`.
@@ -89,6 +90,9 @@ def open_or_create_pairs(
     if not request.is_auto:
         return PairStore.open_or_create(uri, **kwargs)
     if not exists(uri):
+        if load_model is None:
+            what = f"a new store for {request.label()} needs the model to screen solvers on"
+            raise PairStoreError(f"no pair store at {uri}: {what}")
         screen = run_screen(load_model(), request, device, log, **kwargs)
         record = screen.record() | {"screened_at": datetime.now(UTC).isoformat()}
         try:
