@@ -11,6 +11,8 @@ chunks. Re-running the flow with the same store -- from the CLI, a deployment re
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,11 +41,14 @@ from tasks.results import PairSetResult, ShardOutcome
 if TYPE_CHECKING:
     from flows.dask_runner import DaskPlan
 
+_log = logging.getLogger(__name__)
 # One worker thread per local device; fixed at import because a flow's task runner is.
 MAX_WORKERS = max(1, torch.cuda.device_count())
 
 
-def open_store(cfg: PipelineConfig, given: GenerateInputs, log) -> PairStore:
+def open_store(
+    cfg: PipelineConfig, given: GenerateInputs, log: Callable[[str], None] = _log.info
+) -> PairStore:
     """Create the store or resume it (``given`` is checked: same model, solver, seed, shape).
 
     A new store for ``pairs.solver.method: auto`` is screened first, here, on the first device
