@@ -11,9 +11,9 @@ Adding a field: give it a default that reproduces what stores written before it 
 digest covers its solver dict as stored, so it never changes; a stored dict without the new key
 reads as the default, so the store keeps resuming under a request that leaves the field alone.
 
-``method: auto`` is a request, not a recipe: it asks for the cheapest fixed-step solver whose pair
-error is within ``tolerance``, measured on ``probe`` noise draws of the store's first chunk
-(:mod:`rf_core.solver_screen`). A store records the recipe the screen chose as its ``solver``,
+``method: auto`` is a request, not a recipe: it asks for the solver with the fewest NFE per pair
+whose pair error is within ``tolerance``, measured on ``probe`` noise draws of the store's first
+chunk (:mod:`rf_core.solver_screen`). A store records the recipe the screen chose as its ``solver``,
 so its digest equals that of a store generated with that recipe directly; the request's fields
 (``tolerance``, ``probe``) are never part of a recipe's stored dict.
 """
