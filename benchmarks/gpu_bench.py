@@ -30,8 +30,6 @@ from benchmarks.pairgen_base import (
     TINY_MODEL,
     bench_model,
     efficiency,
-    pair_error,
-    reference_solve,
     seed_recipe,
 )
 from flows.config import load_config
@@ -39,6 +37,7 @@ from rf_core.config import ModelConfig
 from rf_core.data import load_mnist5k
 from rf_core.losses import rf_loss
 from rf_core.models import build_model
+from rf_core.pair_error import pair_error, reference_solve
 from rf_core.solvers import solve_ode
 
 PARTS = {"pairs", "training", "cifar"}
@@ -94,7 +93,7 @@ def bench_pairs(model, cfg, n, batch, steps, device, compile_ok) -> list[GpuRow]
     x0 = torch.randn((n, *cfg.data_shape), generator=g).to(device)
     y = torch.randint(0, cfg.num_classes, (n,), generator=g).to(device)
     set_tf32(False)
-    ref = reference_solve(model, x0, y, batch_size=batch, dtype=torch.float64)[0]
+    ref = reference_solve(model, x0, y, batch_size=batch, dtype=torch.float64).x1
     sec, (x1, nfe) = timed(lambda: seed_recipe(model, x0, y, min(256, n)), device)
     rows = [
         GpuRow(

@@ -1,16 +1,15 @@
-"""What the pair-generation benchmarks share (``pairgen``, ``gpu_bench``): the benchmark's model,
-the seed recipe they are measured against, the reference solve and the pair error.
+"""What the pair-generation benchmarks share (``pairgen``, ``gpu_bench``): the benchmark's model
+and the seed recipe they are measured against.
 
-Pair error = RMS(x1 - x1_ref) / RMS(x1_ref) over all pairs; the reference is dopri5 at
-rtol = atol = 1e-7 on the same noise, through rectiflow's own ``solve_ode``. It is a float32
-solve by default; ``dtype=torch.float64`` solves a double copy of the model (``model.double()``:
-weights, noise and time embedding in double), measured 4e-5 from the float32 one, 40x below the
-errors being compared, at 5x the CPU time (``python -m benchmarks.pairgen --check-reference``).
+Pair error and the reference solve are the product's (:mod:`rf_core.pair_error`): RMS(x1 - x1_ref)
+/ RMS(x1_ref) over all pairs, the reference dopri5 at rtol = atol = 1e-7 on the same noise. It is
+a float32 solve by default; ``dtype=torch.float64`` solves a double copy of the model, measured
+4e-5 from the float32 one, 40x below the errors being compared, at 5x the CPU time
+(``python -m benchmarks.pairgen --check-reference``).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -26,12 +25,10 @@ from rf_core.config import ModelConfig, TrainConfig
 from rf_core.data import load_mnist5k
 from rf_core.models import build_model
 from rf_core.solver_spec import SolverSpec
-from rf_core.solvers import solve_ode
 from rf_core.training import fit, independent_batches, load_checkpoint, save_checkpoint
 
 # The seed's generate_paired_data solve as a pair store's solver (its batches of 256 apart).
 SEED_SOLVER = SolverSpec(method="dopri5", rtol=1e-5, atol=1e-5)
-REF_TOL = 1e-7
 # The pipeline's own MNIST-5k model (a patch-2 U-Net, base 16), so the timings and NFE are those
 # of the model `make run` generates pairs with; 1-RF trained for a shorter budget than the
 # pipeline's 2,500 steps x 128 so a first run (with training) stays within minutes on 2 cores.
@@ -91,49 +88,6 @@ def seed_recipe(model: nn.Module, x0: Tensor, y: Tensor, batch_size: int = 256):
         x1s.append(traj[-1].cpu())
         nfes.append(calls[0])
     return torch.cat(x1s), max(nfes)
-
-
-def reference_solve(
-    model: nn.Module,
-    x0: Tensor,
-    y: Tensor,
-    tol: float = REF_TOL,
-    batch_size: int = 256,
-    dtype: torch.dtype = torch.float32,
-) -> tuple[Tensor, int]:
-    """dopri5 at rtol = atol = ``tol`` through ``solve_ode``; on a double copy for float64.
-
-    Args:
-        model: the float32 velocity field (left unchanged).
-        x0: (N, *shape) float32 noise.
-        y: (N,) labels.
-        tol: rtol = atol of the reference solve.
-        batch_size: samples per solve.
-        dtype: torch.float32, or torch.float64 (5x the CPU time).
-
-    Returns:
-        x1 (N, *shape) in ``dtype`` and the NFE per pair (max over batches).
-    """
-    if dtype != torch.float32:
-        model, x0 = copy.deepcopy(model).to(dtype), x0.to(dtype)
-    res = solve_ode(model, x0, y, rtol=tol, atol=tol, batch_size=batch_size)
-    return res.x1, res.nfe
-
-
-def pair_error(x1: Tensor, x1_ref: Tensor) -> float:
-    """RMS(x1 - x1_ref) / RMS(x1_ref) over all elements; shapes (N, *shape) must match."""
-    return float(sample_errors(x1, x1_ref).pow(2).mean().sqrt())
-
-
-def sample_errors(x1: Tensor, x1_ref: Tensor) -> Tensor:
-    """(N,) per-sample errors: RMS over each sample of x1 - x1_ref, over RMS(x1_ref).
-
-    Their root mean square is :func:`pair_error`.
-    """
-    if x1.shape != x1_ref.shape:
-        raise ValueError(f"x1 {tuple(x1.shape)} and x1_ref {tuple(x1_ref.shape)} differ in shape")
-    diff = (x1.double() - x1_ref.double()).flatten(1).pow(2).mean(1).sqrt()
-    return diff / x1_ref.double().pow(2).mean().sqrt()
 
 
 def efficiency(pairs_per_s: float, nfe: float, forward_per_s: float) -> float:

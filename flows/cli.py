@@ -249,7 +249,9 @@ def generate(
 
     cfg = _config(config, runs_dir, False, check)
     res = _call("flows.generate:generate_pairs", cfg, model=model, store=store)
-    Console().print(f"pair set {res.uri} complete: n={res.n} digest {res.digest}")
+    Console().print(
+        f"pair set {res.uri} complete: n={res.n} solver {res.solver} digest {res.digest}"
+    )
 
 
 @app.command("train-reflow")

@@ -3,6 +3,7 @@
     rectiflow pairs status STORE
     rectiflow pairs verify STORE                     # exit code 1 when a chunk is bad
     rectiflow pairs verify --repair STORE [--checkpoint CKPT]
+    rectiflow pairs probe MODEL [--config CONFIG] [--tolerance 2e-3] [--probe 64]   (cli_probe)
 
 Mounted by ``flows/cli.py`` as ``app.add_typer(pairs_app, name="pairs")``; also runnable on its
 own as ``python -m flows.cli_pairs``. Bad input exits 2 and damaged data 1, each with one error
@@ -17,16 +18,20 @@ import typer
 from fsspec.core import split_protocol
 
 from flows.cli_errors import exit_codes
+from flows.cli_probe import probe, screen_lines
 from flows.errors import InputError, bad_input
 from flows.stores import store_arg
 from rf_core.training import checkpoint_sha256, load_checkpoint
-from storage.layout import format_ranges
+from storage.layout import SOLVER_CHOICE, format_ranges
 from storage.pairstore import PairStore
+from storage.solver_choice import recorded_screen
 from storage.verify import VerifyReport, repair, verify
 
 pairs_app = typer.Typer(
-    help="Inspect, verify and repair rf-pairs/1 pair stores.", no_args_is_help=True
+    help="Inspect, verify and repair rf-pairs/1 pair stores; screen a model's pair solvers.",
+    no_args_is_help=True,
 )
+pairs_app.command("probe")(probe)
 
 
 @pairs_app.command()
@@ -49,6 +54,10 @@ def status(store: str = typer.Argument(..., help="pair store path or fsspec URL"
         f"run_id={src['run_id']} sha256={src['checkpoint_sha256']}"
     )
     typer.echo(f"solver:    {solver.label()} {solver.store_dict(s.chunk)}")
+    screen = recorded_screen(s)
+    if screen is not None:
+        for line in screen_lines(screen, s.attrs[SOLVER_CHOICE].get("screened_at")):
+            typer.echo(line)
     typer.echo(
         f"samples:   shape={list(s.sample_shape)} num_classes={s.num_classes} "
         f"seed={s.seed} dataset={s.attrs['dataset']}"

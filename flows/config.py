@@ -62,6 +62,11 @@ class PairsParams(_Frozen):
     solver: SolverSpec = SolverSpec()
     store_root: str | None = None
 
+    @model_validator(mode="after")
+    def _probe_fits(self) -> PairsParams:
+        self.solver.check_fits(self.chunk, self.n)  # an auto solver screens draws of chunk 0
+        return self
+
 
 class ReflowParams(_Frozen):
     """Reflow rounds: ``rounds`` = number of (generate, retrain) rounds (1 gives 2-RF)."""

@@ -11,6 +11,8 @@ chunks. Re-running the flow with the same store -- from the CLI, a deployment re
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -18,16 +20,20 @@ import torch
 from prefect import flow, get_run_logger
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
+from torch import nn
 
 from flows.common import devices
 from flows.config import PipelineConfig, load_config
-from flows.errors import bad_input
+from flows.errors import InputError, bad_input
 from flows.inputs import GenerateInputs, generate_inputs, store_args
 from flows.notes import describe_generation
 from flows.stage import StageRun, StageRunner, StageSpec
+from rf_core.solver_screen import ToleranceUnreachable
+from rf_core.training import load_checkpoint
 from storage import tracking
 from storage.layout import format_ranges
 from storage.pairstore import PairStore
+from storage.solver_choice import open_or_create_pairs, recorded_screen
 from tasks.generate import finalize_store, generate_shard, split_shards
 from tasks.progress import Progress, artifact_key
 from tasks.results import PairSetResult, ShardOutcome
@@ -35,18 +41,46 @@ from tasks.results import PairSetResult, ShardOutcome
 if TYPE_CHECKING:
     from flows.dask_runner import DaskPlan
 
+_log = logging.getLogger(__name__)
 # One worker thread per local device; fixed at import because a flow's task runner is.
 MAX_WORKERS = max(1, torch.cuda.device_count())
 
 
-def open_store(cfg: PipelineConfig, given: GenerateInputs) -> PairStore:
+def open_store(
+    cfg: PipelineConfig, given: GenerateInputs, log: Callable[[str], None] = _log.info
+) -> PairStore:
     """Create the store or resume it (``given`` is checked: same model, solver, seed, shape).
 
+    A new store for ``pairs.solver.method: auto`` is screened first, here, on the first device
+    (storage.solver_choice); a resumed one keeps the choice it records and is never screened.
+
     Raises:
-        InputError: naming ``store``, when another process made it differently meanwhile.
+        InputError: naming ``store`` when another process made it differently meanwhile, or
+            ``pairs.solver`` when no solver reaches its tolerance (nothing is written).
     """
+    device = devices(cfg)[0]
+
+    def load_model() -> nn.Module:
+        return load_checkpoint(given.model.checkpoint, map_location=device)[0]
+
+    args = store_args(cfg, given.model)
     with bad_input("store"):
-        return PairStore.open_or_create(given.uri, **store_args(cfg, given.model))
+        try:
+            return open_or_create_pairs(given.uri, load_model, device, log, **args)
+        except ToleranceUnreachable as e:
+            raise InputError(f"pairs.solver: {e}") from e
+
+
+def report_choice(run: StageRun, store: PairStore) -> None:
+    """The store's solver choice, when a screen made it: a Prefect table artifact, the same
+    table in the MLflow run (``solver_choice.json``) and the screen's cost as metrics."""
+    screen = recorded_screen(store)
+    if screen is None:
+        return
+    rows, chosen = screen.table(), screen.chosen.label()
+    run.table("solver", rows, f"{store.uri}: {chosen} chosen for {screen.request.label()}")
+    tracking.log_table(rows, "solver_choice.json")
+    run.metrics({"screen_evaluations": screen.evaluations, "screen_seconds": screen.seconds})
 
 
 def generate_stage(cfg: PipelineConfig, given: GenerateInputs) -> StageSpec:
@@ -194,13 +228,17 @@ def generate_pairs(
         plan = plan_dask(cfg)
     stages = StageRunner(cfg, parent_run_id)
     given = generate_inputs(cfg, model, store)
-    pairs, ref = open_store(cfg, given), given.model
-    missing = pairs.missing_chunks()
     logger = get_run_logger()
-    logger.info("store %s: %d of %d chunks to generate", pairs.uri, len(missing), pairs.n_chunks)
+    pairs, ref = open_store(cfg, given, logger.info), given.model
+    missing = pairs.missing_chunks()
+    logger.info(
+        "store %s: %d of %d chunks to generate with %s", pairs.uri, len(missing), pairs.n_chunks,
+        pairs.solver.label(),
+    )  # fmt: skip
     with stages.run(generate_stage(cfg, given)) as run:
         if ref.model_id:
             tracking.log_model_input(ref.model_id)
+        report_choice(run, pairs)
         shards = run_shards(cfg, pairs, ref.checkpoint, plan) if missing else []
         if shards:
             _report_shards(run, pairs.uri, shards)
@@ -217,5 +255,6 @@ def generate_pairs(
         })  # fmt: skip
     logger.info("pair set %s complete, digest %s", given.uri, digest)
     return PairSetResult(
-        given.uri, digest, done.n, ref.model_id, ref.k, generated, run.run_id, tuple(shards)
-    )
+        given.uri, digest, done.n, ref.model_id, ref.k, generated, run.run_id, tuple(shards),
+        done.solver.label(),
+    )  # fmt: skip

@@ -28,7 +28,7 @@ from rf_core.guidance import check_guidance, label_dropout_of
 from rf_core.training import checkpoint_sha256, load_checkpoint
 from storage import tracking
 from storage.location import set_storage_options
-from storage.pairstore import PairStore
+from storage.solver_choice import open_or_create_pairs
 from tasks.data import DataInput
 
 
@@ -225,7 +225,7 @@ class GenerateInputs:
 
 
 def store_args(cfg: PipelineConfig, model: tracking.ModelRef) -> dict[str, Any]:
-    """Everything that makes a store's pairs what they are (PairStore.open_or_create kwargs)."""
+    """Everything that makes a store's pairs what they are (``open_or_create_pairs`` kwargs)."""
     p = cfg.pairs
     return {
         "n": p.n, "chunk": p.chunk, "sample_shape": cfg.model.data_shape,
@@ -252,7 +252,7 @@ def generate_inputs(cfg: PipelineConfig, model: str, store: str | None) -> Gener
                 "Pass a new --store URI; nothing was changed."
             )
         with bad_input("store"):  # opens the existing store and compares; writes nothing
-            PairStore.open_or_create(uri, **store_args(cfg, ref))
+            open_or_create_pairs(uri, **store_args(cfg, ref))
     return GenerateInputs(ref, uri)
 
 

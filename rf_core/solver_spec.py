@@ -12,6 +12,12 @@ digest covers its solver dict as stored, so it never changes; a stored dict with
 reads as the default, so the store keeps resuming under a request that leaves the field alone.
 A field in :data:`RECORDED_WHEN_SET` is written only when it differs from its default, so a new
 store that leaves it alone has the attrs (and the digest) it had before the field existed.
+
+``method: auto`` is a request, not a recipe: it asks for the solver with the fewest NFE per pair
+whose pair error is within ``tolerance``, measured on ``probe`` noise draws of the store's first
+chunk (:mod:`rf_core.solver_screen`). A store records the recipe the screen chose as its ``solver``,
+so its digest equals that of a store generated with that recipe directly; the request's fields
+(``tolerance``, ``probe``) are never part of a recipe's stored dict.
 """
 
 from __future__ import annotations
@@ -37,6 +43,16 @@ from rf_core.timegrids import GRIDS, RHO_GRIDS, time_grid
 
 # Fields a store's solver dict holds only when they differ from their default.
 RECORDED_WHEN_SET = ("guidance",)
+AUTO = "auto"
+SPEC_METHODS = (*METHODS, AUTO)
+# The fields of an auto request only (never in a recipe's stored dict), and their defaults.
+AUTO_FIELDS = ("tolerance", "probe")
+# What an auto request records: what it asks and how the chosen recipe will be run.
+REQUEST_FIELDS = ("method", "batch_size", "compile", *AUTO_FIELDS)
+DEFAULT_PAIR_TOLERANCE = 2e-3
+DEFAULT_PROBE = 64
+# What an auto request leaves to the screen: setting one of these with method auto is an error.
+CHOSEN_FIELDS = ("rtol", "atol", "steps", "grid", "rho")
 
 
 class SolverSpec(BaseModel):
@@ -52,7 +68,9 @@ class SolverSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    method: Literal[METHODS] = Field("dopri5", description="torchdiffeq method")
+    method: Literal[SPEC_METHODS] = Field(
+        "dopri5", description="torchdiffeq method, or auto (screened on the model)"
+    )
     rtol: float = Field(
         DEFAULT_TOL, gt=0, allow_inf_nan=False, description="relative tolerance (adaptive methods)"
     )
@@ -69,17 +87,31 @@ class SolverSpec(BaseModel):
         description="classifier-free guidance scale w, 0 = unguided (the source model needs "
         "train.label_dropout > 0); each step then costs two evaluations",
     )
+    tolerance: float | None = Field(
+        None, description=f"pair-error tolerance of method auto (default {DEFAULT_PAIR_TOLERANCE})"
+    )
+    probe: int | None = Field(
+        None, description=f"noise draws method auto screens solvers on (default {DEFAULT_PROBE})"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_defaults(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("method") == AUTO:
+            defaults = {"tolerance": DEFAULT_PAIR_TOLERANCE, "probe": DEFAULT_PROBE}
+            return {**data, **{k: v for k, v in defaults.items() if data.get(k) is None}}
+        return data
 
     @field_validator("method", "grid", mode="before")
     @classmethod
     def _known(cls, v: Any, info: ValidationInfo) -> Any:
-        allowed = {"method": METHODS, "grid": GRIDS}[info.field_name]
+        allowed = {"method": SPEC_METHODS, "grid": GRIDS}[info.field_name]
         if v not in allowed:
             name, choices = info.field_name, ", ".join(allowed)
             raise ValueError(f"must be one of {choices} ({name} {v!r} is not a solver {name})")
         return v
 
-    @field_validator("steps", "batch_size", mode="before")
+    @field_validator("steps", "batch_size", "probe", mode="before")
     @classmethod
     def _positive_int(cls, v: Any) -> Any:
         if v is not None and (isinstance(v, bool) or not isinstance(v, Integral) or v <= 0):
@@ -100,6 +132,16 @@ class SolverSpec(BaseModel):
             raise ValueError("must be a finite number >= 0")
         return float(v)
 
+    @field_validator("tolerance", mode="before")
+    @classmethod
+    def _tolerance(cls, v: Any) -> Any:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, Real) or not 0 < v < 1):
+            raise ValueError(
+                "must be a float with 0 < tolerance < 1 (a pair error: RMS(x1 - x1_ref) over "
+                "RMS(x1_ref))"
+            )
+        return v if v is None else float(v)
+
     @field_validator("compile", mode="before")
     @classmethod
     def _bool(cls, v: Any) -> Any:
@@ -110,6 +152,15 @@ class SolverSpec(BaseModel):
     @model_validator(mode="after")
     def _method_fits(self) -> SolverSpec:
         m = self.method
+        if self.is_auto:
+            return self._auto_fits()
+        given = [f for f in AUTO_FIELDS if getattr(self, f) is not None]
+        if given:
+            names, verb = " and ".join(repr(f) for f in given), "apply" if given[1:] else "applies"
+            raise ValueError(
+                f"{names} {verb} to method 'auto' only (method is {m!r}): remove "
+                f"{'them' if given[1:] else 'it'}, or set method: auto to let a screen choose"
+            )
         if self.adaptive and self.steps is not None:
             raise ValueError(f"adaptive method {m!r} takes rtol/atol, not steps")
         if self.adaptive and self.grid != "uniform":
@@ -120,6 +171,32 @@ class SolverSpec(BaseModel):
         if not self.adaptive and self.steps is None:
             raise ValueError(f"fixed-step method {m!r} needs solver['steps'] (a positive int)")
         return self
+
+    def _auto_fits(self) -> SolverSpec:
+        given = [f for f in CHOSEN_FIELDS if f in self.model_fields_set]
+        if given:
+            names = " and ".join(repr(f) for f in given)
+            raise ValueError(
+                f"method 'auto' chooses {', '.join(given)} itself: remove {names}, or pin a "
+                "method (e.g. rk4 with steps) instead of auto"
+            )
+        return self
+
+    def check_fits(self, chunk: int, n: int) -> None:
+        """Raise ValueError naming ``solver['probe']`` when an auto request's probe draws do not
+        fit in the store's first chunk (``min(chunk, n)`` samples); nothing for a recipe."""
+        first = min(chunk, n)
+        if self.is_auto and self.probe > first:
+            raise ValueError(
+                f"solver['probe'] = {self.probe} is larger than the first chunk ({first} samples: "
+                f"chunk {chunk}, n {n}); the screen solves draws of the first chunk: use "
+                f"probe <= {first}"
+            )
+
+    @property
+    def is_auto(self) -> bool:
+        """True for a request (method auto) that a screen resolves into a recipe."""
+        return self.method == AUTO
 
     @property
     def adaptive(self) -> bool:
@@ -155,11 +232,18 @@ class SolverSpec(BaseModel):
     def store_dict(self, chunk: int) -> dict[str, Any]:
         """The ``solver`` attribute of a new pair store of ``chunk``-sample chunks.
 
-        Every field, in declaration order, with ``batch_size`` resolved (unset = one solve per
-        chunk); the tolerances of a fixed-step method are None (the solver never sees them); the
-        fields of :data:`RECORDED_WHEN_SET` only when set.
+        Every field of a recipe, in declaration order, with ``batch_size`` resolved (unset = one
+        solve per chunk); the tolerances of a fixed-step method are None (the solver never sees
+        them); the fields of :data:`RECORDED_WHEN_SET` only when set. For an auto request: what
+        it asks (method, tolerance, probe, batch_size, compile), the ``request`` of a store's
+        ``solver_choice`` record; a store's ``solver`` is a recipe.
         """
-        out = self.model_dump(mode="json")
+        if self.is_auto:
+            keep = {"method", "batch_size", "compile", *AUTO_FIELDS}
+            return self.model_dump(mode="json", include=keep) | {
+                "batch_size": self.batch_size or chunk
+            }
+        out = self.model_dump(mode="json", exclude=set(AUTO_FIELDS))
         for name in RECORDED_WHEN_SET:
             if out[name] == type(self).model_fields[name].default:
                 del out[name]
@@ -172,7 +256,7 @@ class SolverSpec(BaseModel):
         """What must match to resume a store: :meth:`store_dict`, with ``rho`` only where the
         grid uses it. Read a stored dict through :meth:`from_dict` first (defaults filled)."""
         out = self.store_dict(chunk)
-        if self.grid not in RHO_GRIDS:
+        if self.grid not in RHO_GRIDS and not self.is_auto:
             out["rho"] = None
         return out
 
@@ -182,7 +266,15 @@ class SolverSpec(BaseModel):
         The uniform grid is left to solve_ode (no ``t_grid``): the pairs of stores written
         before grids existed were made that way, and a resumed chunk must match them bit for bit.
         ``compile`` is not a solve argument: see :func:`rf_core.compiled.compile_velocity`.
+
+        Raises:
+            ValueError: for an auto request (screen it first: :mod:`rf_core.solver_screen`).
         """
+        if self.is_auto:
+            raise ValueError(
+                "method 'auto' is a request, not a solver: screen it on the model first "
+                "(rf_core.solver_screen.screen_solvers) and solve with the chosen recipe"
+            )
         kw: dict[str, Any] = {"method": self.method, "batch_size": self.batch_size}
         if self.guidance:
             kw["guidance"] = self.guidance
@@ -195,8 +287,11 @@ class SolverSpec(BaseModel):
 
     def label(self) -> str:
         """A short name for displays and metric keys: "euler_4", "dopri5", "rk4_8_ends1.5",
-        "dopri5_tol0.001", "euler_1_w2" (guided). Not an identity (batch size and compile are
+        "dopri5_tol0.001", "euler_1_w2" (guided),
+        "auto_tol0.002_probe64". Not an identity (batch size and compile are
         left out)."""
+        if self.is_auto:
+            return f"auto_tol{self.tolerance:g}_probe{self.probe}"
         parts = [self.method]
         if not self.adaptive:
             parts.append(str(self.steps))

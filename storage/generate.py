@@ -13,7 +13,7 @@ import hashlib
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,12 +57,20 @@ def chunk_inputs(store: PairStore, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         or all -1 for an unconditional store; m = chunk length.
     """
     start, stop = store.chunk_bounds(i)
-    g = torch.Generator(device="cpu").manual_seed(chunk_seed(store.seed, i))
-    x0 = torch.randn((stop - start, *store.sample_shape), generator=g)
-    if store.num_classes > 0:
-        y = torch.randint(0, store.num_classes, (stop - start,), generator=g)
+    return draw_inputs(store.seed, i, stop - start, store.sample_shape, store.num_classes)
+
+
+def draw_inputs(
+    seed: int, i: int, m: int, sample_shape: Sequence[int], num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise and labels of chunk ``i`` (``m`` samples) of a store made with ``seed``, without
+    the store (:func:`chunk_inputs`; the solver screen draws chunk 0's before creating it)."""
+    g = torch.Generator(device="cpu").manual_seed(chunk_seed(seed, i))
+    x0 = torch.randn((m, *sample_shape), generator=g)
+    if num_classes > 0:
+        y = torch.randint(0, num_classes, (m,), generator=g)
     else:
-        y = torch.full((stop - start,), -1, dtype=torch.int64)
+        y = torch.full((m,), -1, dtype=torch.int64)
     return x0, y
 
 

@@ -4,8 +4,10 @@
         --method rk4 --steps 14 [--grid ends --rho 1.5] [--compile] [--chunks 0-9,20] [--finalize]
 
 The solver flags are the fields of :class:`rf_core.solver_spec.SolverSpec` (``--method``,
-``--rtol``, ``--atol``, ``--steps``, ``--batch-size``, ``--grid``, ``--rho``, ``--compile``), with
-its defaults; the store records them, as a pipeline's ``pairs.solver`` does.
+``--rtol``, ``--atol``, ``--steps``, ``--batch-size``, ``--grid``, ``--rho``, ``--compile``,
+``--tolerance``, ``--probe``), with its defaults; the store records them, as a pipeline's
+``pairs.solver`` does. ``--method auto [--tolerance 2e-3] [--probe 64]`` screens solvers on the
+model when it creates the store and records the choice; a resume reads it and never screens.
 
 Creates the store if absent, resumes it if it was made the same way (refuses otherwise), generates
 the requested chunks that are not done, and with ``--finalize`` (coordinator) finalizes it once
@@ -26,7 +28,7 @@ from rf_core.solver_spec import SolverSpec
 from rf_core.training import checkpoint_sha256, load_checkpoint
 from storage.generate import generate_chunks
 from storage.layout import PairStoreError, format_ranges
-from storage.pairstore import PairStore
+from storage.solver_choice import open_or_create_pairs
 
 
 def parse_ranges(spec: str) -> list[int]:
@@ -109,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         solver = solver_from_args(a)
         model, meta = load_checkpoint(a.checkpoint)
-        store = PairStore.open_or_create(
+        store = open_or_create_pairs(
             a.store,
+            lambda: model,
+            a.device,
+            lambda line: print(line, flush=True),
             n=a.n,
             chunk=a.chunk,
             sample_shape=tuple(model.config.data_shape),

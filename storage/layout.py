@@ -3,7 +3,8 @@
 Layout (docs/pair-store.md)::
 
     <name>.zarr/   group attrs (coordinator only): schema, n, chunk, sample_shape, dtype, seed,
-                   num_classes, source, solver, dataset, code_version, created_at, complete, digest
+                   num_classes, source, solver, dataset, code_version, created_at, complete, digest,
+                   and solver_choice when ``solver`` was chosen by a screen (method auto)
       x0   float32 (n, *sample_shape)  chunks (chunk, *sample_shape)
       x1   float32 (n, *sample_shape)  same chunks
       y    int64   (n,)                chunks (chunk,)
@@ -30,6 +31,8 @@ SCHEMA = "rf-pairs/1"
 DATA_ARRAYS = ("x0", "x1", "y")
 MARKER_ARRAYS = ("done", "nfe")  # one object per chunk each: its done marker and NFE counter
 SOURCE_KEYS = ("model_id", "model_uri", "run_id", "checkpoint_sha256", "k")
+# The attr recording how a screen chose the store's solver (outside the digest and the identity).
+SOLVER_CHOICE = "solver_choice"
 # Compressors per data array; a crc32c checksum is always appended. Gaussian noise (x0) does not
 # compress (1.07-1.15x measured), so compressing it only costs time.
 DEFAULT_COMPRESSORS: dict[str, tuple] = {"x0": (), "x1": (), "y": (ZstdCodec(level=3),)}
@@ -117,9 +120,20 @@ def make_attrs(
     solver: SolverSpec | Mapping[str, Any],
     dataset: str,
     num_classes: int,
+    solver_choice: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Validated group attrs for a new store; ``solver`` as :func:`solver_spec` reads it."""
+    """Validated group attrs for a new store; ``solver`` as :func:`solver_spec` reads it.
+
+    ``solver`` must be a recipe: an auto request is screened first, and the screen's record
+    passed as ``solver_choice`` (see :mod:`storage.solver_choice`).
+    """
     n, chunk = check_positive_int("n", n), check_positive_int("chunk", chunk)
+    spec = solver_spec(solver)
+    if spec.is_auto:
+        raise PairStoreError(
+            "solver: method 'auto' is screened on the model before a store is made "
+            "(storage.solver_choice.open_or_create_pairs); a store records the chosen recipe"
+        )
     shape = [check_positive_int("sample_shape[i]", d) for d in sample_shape] if sample_shape else []
     if not shape:
         raise PairStoreError(
@@ -137,6 +151,7 @@ def make_attrs(
         )
     if not isinstance(dataset, str) or not dataset:
         raise PairStoreError(f"dataset must be a non-empty str, got {dataset!r}")
+    choice = {SOLVER_CHOICE: json.loads(json.dumps(solver_choice))} if solver_choice else {}
     return {
         "schema": SCHEMA,
         "n": n,
@@ -146,13 +161,13 @@ def make_attrs(
         "seed": int(seed),
         "num_classes": int(num_classes),
         "source": normalize_source(source),
-        "solver": solver_spec(solver).store_dict(chunk),
+        "solver": spec.store_dict(chunk),
         "dataset": dataset,
         "code_version": code_version(),
         "created_at": datetime.now(UTC).isoformat(),
         "complete": False,
         "digest": None,
-    }
+    } | choice
 
 
 def identity(attrs: Mapping[str, Any]) -> dict[str, Any]:

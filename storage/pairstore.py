@@ -81,6 +81,7 @@ class PairStore:
         dataset: str,
         num_classes: int,
         codecs: Mapping[str, Sequence[Any]] | None = None,
+        solver_choice: Mapping[str, Any] | None = None,
     ) -> PairStore:
         """Create an empty store; refuses a location that already holds anything.
 
@@ -96,13 +97,15 @@ class PairStore:
             dataset: name of the data the source model was trained on.
             num_classes: labels are drawn uniformly from [0, num_classes); 0 = unconditional (-1).
             codecs: optional {array: [compressor, ...]} for x0/x1/y; crc32c is always appended.
+            solver_choice: a screen's record of how ``solver`` was chosen (outside the digest).
 
         Returns a handle opened with mode "r+". Raises PairStoreError on bad arguments, an
         existing location, or an unwritable location. Local paths are claimed atomically (mkdir),
         so processes may race through :meth:`open_or_create`; on object stores, create from one
         coordinator before the workers.
         """
-        attrs = make_attrs(n, chunk, sample_shape, seed, source, solver, dataset, num_classes)
+        args = (n, chunk, sample_shape, seed, source, solver, dataset, num_classes, solver_choice)
+        attrs = make_attrs(*args)
         return cls(uri, create_group(uri, attrs, resolve_codecs(codecs)), "r+")
 
     @classmethod
@@ -124,7 +127,7 @@ class PairStore:
                 return cls.create(uri, **kwargs)
             except StoreExistsError:
                 pass  # a concurrent creator won the race: open what it makes
-        store = cls._open_when_created(uri)
+        store = cls.open_when_created(uri)
         want = identity(make_attrs(**{k: v for k, v in kwargs.items() if k != "codecs"}))
         have = identity(store.attrs)
         diffs = "; ".join(
@@ -140,7 +143,7 @@ class PairStore:
         return store
 
     @classmethod
-    def _open_when_created(cls, uri: str, timeout: float = 10.0) -> PairStore:
+    def open_when_created(cls, uri: str, timeout: float = 10.0) -> PairStore:
         """Open for writing, waiting briefly for a concurrent creator to write the attrs."""
         deadline = time.monotonic() + timeout
         while True:

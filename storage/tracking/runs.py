@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,13 @@ def log_figure(figure: Any, path: str) -> None:
 
 def log_text(text: str, path: str) -> None:
     mlflow.log_text(text, path)
+
+
+def log_table(rows: Sequence[Mapping[str, Any]], path: str) -> None:
+    """Rows of one shape as a table artifact of the active run (``path`` ends in .json; the
+    MLflow UI shows it as a table)."""
+    columns = list(rows[0]) if rows else []
+    mlflow.log_table({c: [r[c] for r in rows] for c in columns}, artifact_file=path)
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:

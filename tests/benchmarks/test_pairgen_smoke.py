@@ -6,79 +6,18 @@ import pytest
 import torch
 
 from benchmarks.common import markdown_table, replace_section
-from benchmarks.pairgen import PairRow, choose_default, make_store, render, run
-from benchmarks.pairgen_base import (
-    TINY_MODEL,
-    efficiency,
-    pair_error,
-    reference_solve,
-    sample_errors,
-    seed_recipe,
-)
-from rf_core import models
+from benchmarks.pairgen import render, run
+from benchmarks.pairgen_arms import PairRow, make_store
+from benchmarks.pairgen_base import TINY_MODEL, efficiency, seed_recipe
 from rf_core.models import build_model
 from rf_core.solver_spec import SolverSpec
 from rf_core.solvers import solve_ode
 from rf_core.training import save_checkpoint
 
-_original_embedding = models.timestep_embedding
-
-
-def test_pair_error_on_a_known_case():
-    ref = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # RMS = sqrt(25 / 4) = 2.5
-    x1 = ref + torch.tensor([[0.5, -0.5], [0.5, -0.5]])  # RMS of the difference = 0.5
-    assert pair_error(x1, ref) == pytest.approx(0.2)
-    assert pair_error(ref, ref) == 0.0
-    with pytest.raises(ValueError, match=r"x1 \(2, 2\) and x1_ref \(4,\) differ in shape"):
-        pair_error(x1, ref.flatten())
-
-
-def test_sample_errors_split_the_pair_error_by_sample():
-    ref = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # RMS = 2.5
-    x1 = ref + torch.tensor([[0.0, 0.0], [1.0, -1.0]])  # only the second sample is off, by 1
-    errs = sample_errors(x1, ref)
-    assert errs.tolist() == pytest.approx([0.0, 0.4])
-    assert errs.pow(2).mean().sqrt().item() == pytest.approx(pair_error(x1, ref))
-    with pytest.raises(ValueError, match="differ in shape"):
-        sample_errors(x1, ref[:1])
-
-
-def test_reference_is_a_float64_solve_that_leaves_the_model_alone():
-    torch.manual_seed(0)
-    model = build_model(TINY_MODEL).eval()
-    x0, y = torch.randn(3, *TINY_MODEL.data_shape), torch.randint(0, 10, (3,))
-    ref, nfe = reference_solve(model, x0, y, tol=1e-6, batch_size=2, dtype=torch.float64)
-    assert ref.dtype == torch.float64 and ref.shape == x0.shape and nfe > 6
-    assert next(model.parameters()).dtype == torch.float32  # a double copy was solved
-    assert models.timestep_embedding is _original_embedding  # nothing swapped globally
-    f32, nfe32 = reference_solve(model, x0, y, tol=1e-6, batch_size=2)
-    assert f32.dtype == torch.float32 and nfe32 > 6
-    assert 0 < pair_error(f32, ref) < 1e-3  # the same ODE, float32 round-off apart
-
 
 def test_efficiency_is_forward_time_share():
     # 2 pairs/s at 10 NFE = 20 forwards/s out of 40 possible
     assert efficiency(2.0, 10, 40.0) == pytest.approx(0.5)
-
-
-def _row(name, nfe, err, rate=1.0):
-    return PairRow(name, "solve_ode", 4, nfe, rate, 1.0, err, err, err, err, 1.0)
-
-
-def test_choose_default_takes_fewest_nfe_within_the_error_then_the_fastest():
-    settings = [
-        SolverSpec(method="rk4", steps=8),
-        SolverSpec(method="rk4", steps=4, grid="ends", rho=1.5),
-        SolverSpec(method="rk4", steps=4, grid="cosine"),
-        SolverSpec(method="midpoint", steps=8),
-    ]
-    rows = [_row("a", 32, 1e-4), _row("b", 16, 1e-4), _row("c", 16, 1e-4, rate=2.0)]
-    rows.append(_row("d", 16, 1e-2, rate=9.0))  # cheapest and fastest, but too far off
-    row, s = choose_default(rows, settings, max_error=1e-3)
-    assert s == settings[2] and row.setting == "c"  # ties on NFE go to the faster one
-    row, s = choose_default(rows[:2] + rows[3:], settings[:2] + settings[3:], max_error=1e-3)
-    assert s == settings[1]
-    assert choose_default(rows, settings, max_error=1e-5) == (None, None)
 
 
 def test_benchmark_stores_carry_the_spec_they_were_made_with(tmp_path):
@@ -104,36 +43,31 @@ def test_seed_recipe_matches_solve_ode_dopri5():
     assert nfe == res.nfe and torch.allclose(x1, res.x1, atol=1e-6)
 
 
-@pytest.mark.slow  # compiles the tiny U-Net (tens of seconds on 2 cores)
+@pytest.mark.slow  # compiles the tiny U-Net twice (tens of seconds on 2 cores)
 def test_tiny_run_reports_every_field(tmp_path):
     torch.manual_seed(0)
     model = build_model(TINY_MODEL).eval()
-    settings = [
-        SolverSpec(method="euler", steps=2),
-        SolverSpec(method="rk4", steps=3),
-        SolverSpec(method="rk4", steps=3, grid="end"),
-    ]
-    res = run(model, TINY_MODEL, 4, 4, 1, settings, workdir=tmp_path, log=lambda *_: None)
-    assert [r.setting for r in res.screen] == [s.label() for s in settings]
-    assert [r.nfe_per_pair for r in res.screen] == [2, 12, 12]  # counted, not inferred
-    assert res.seed.nfe_per_pair > 0 and res.ref_nfe > res.seed.nfe_per_pair
-    for row in [res.seed, *res.screen]:
-        assert row.pairs_per_s > 0 and row.efficiency > 0 and row.pair_error >= 0
-    if res.default is not None:  # chosen within the seed's own error, through a real store
-        assert res.default.pair_error <= res.seed.pair_error
-        assert res.default.path == "zarr (generate_chunks)"
-    assert {lv.batch for lv in res.levers} >= {4, 64, 256, 512}
-    # The compiled arm: compiled once (timed apart), measured as a forward lever and, when a
-    # default exists, through a store with compile: true -- the same pairs up to rounding.
-    assert res.compile_seconds > 0
-    assert "torch.compile (frozen), batch 4" in {lv.option for lv in res.levers}
-    if res.default is not None:
-        assert res.compiled.setting == f"{res.default.setting} + compile"
-        assert res.compiled.nfe_per_pair == res.default.nfe_per_pair
-        assert res.compiled.pair_error == pytest.approx(res.default.pair_error, rel=1e-2, abs=1e-5)
+    res = run(model, TINY_MODEL, 16, 8, 4, 1, workdir=tmp_path, log=lambda *_: None,
+              sweep=(1e-1, 1e-3))  # fmt: skip
+    assert res.tolerance == res.seed.probe_error > 0  # auto at the seed's own error
+    for row in (res.seed, res.auto, res.compiled):
+        assert row.pairs_per_s > 0 and row.efficiency > 0 and row.held_out_error >= 0
+    assert res.auto.path == "zarr (generate_chunks)" and res.auto.setting.startswith("auto → ")
+    chosen = [r for r in res.screen if r["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["nfe"] == res.auto.nfe_per_pair  # counted in the store
+    assert chosen[0]["bound"] <= res.tolerance
+    # Compiled: its own screen (the compiled model) and generation graph, the same NFE.
+    assert res.compiled.setting.endswith(" + compile") and res.generation_compile_s > 0
+    assert [c.arm for c in res.costs] == ["auto", "compiled"] and res.costs[1].compile_s > 0
+    assert all(c.screen_s > 0 and c.evaluations > 0 for c in res.costs)
+    assert len(res.payoff) == 2 and all("sample evaluations" in line for line in res.payoff)
+    # The sweep, tightest last: never fewer NFE; the seed's tolerance screened twice, the same.
+    assert [r.tolerance for r in res.sweep] == sorted({1e-1, 1e-3, res.tolerance}, reverse=True)
+    nfes = [r.nfe for r in res.sweep]
+    assert nfes == sorted(nfes) and res.deterministic is True
     md = render(res, "cmd", "note")
     header = "| " + " | ".join(f.name for f in fields(PairRow)) + " |"
-    assert header in md and "Levers" in md and "cmd" in md
+    assert header in md and "Levers" in md and "cmd" in md and "Tolerance sweep" in md
     assert list(tmp_path.iterdir()) == []  # stores went to a temp dir that was removed
 
 
@@ -149,15 +83,15 @@ def test_sections_are_replaced_in_place():
 
 
 @pytest.mark.parametrize(
-    ("argv", "names"),
-    [(["--pairs", "0"], "--pairs and --batch"), (["--batch", "0"], "--pairs and --batch")],
+    "argv",
+    [["--pairs", "0"], ["--batch", "0"], ["--pairs", "8", "--probe", "8"], ["--probe", "0"]],
 )
-def test_cli_rejects_non_positive_sizes_naming_the_flag(argv, names, capsys):
+def test_cli_rejects_sizes_that_leave_no_held_out_pairs(argv, capsys):
     from benchmarks.pairgen import main
 
     with pytest.raises(SystemExit) as exc:
         main(argv)
-    assert exc.value.code == 2 and names in capsys.readouterr().err
+    assert exc.value.code == 2 and "need 1 <= --probe <= --batch" in capsys.readouterr().err
 
 
 def test_cli_with_a_checkpoint_creates_its_work_folder(tmp_path):
@@ -170,5 +104,5 @@ def test_cli_with_a_checkpoint_creates_its_work_folder(tmp_path):
     cache = tmp_path / "fresh" / "bench"
     argv = ["--checkpoint", str(ckpt), "--tiny", "--no-compile", "--no-write", "--pairs", "4"]
     res = main([*argv, "--rounds", "1", "--cache-dir", str(cache)])
-    assert res.seed.nfe_per_pair > 0 and len(res.screen) == 4
+    assert res.seed.nfe_per_pair > 0 and sum(r["chosen"] for r in res.screen) == 1
     assert sorted(p.name for p in cache.iterdir()) == ["pairgen.json"]  # stores were temporary

@@ -29,6 +29,7 @@ from tests.procs import free_port
 REPO = Path(__file__).resolve().parents[2]
 TINY_MLP = ModelConfig(kind="mlp", data_shape=(2,), hidden=32, depth=2)
 TINY_UNET = ModelConfig(kind="unet", data_shape=(3, 8, 8), num_classes=3, base_channels=8)
+AUTO_STEPS, BIG_PROBE = {"method": "auto", "steps": 3}, {"method": "auto", "probe": 500}
 
 
 def _cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300):
@@ -94,6 +95,9 @@ def world(tmp_path_factory, mlflow_template) -> dict[str, str]:
         "classes": _yaml(d / "classes.yaml", runs, **_rgb(shapes, **{"model.num_classes": 4})),
         "noweights": _yaml(d / "noweights.yaml", runs, **_rgb(shapes, **{
             "evaluate.inception_weights": f"{d}/missing.pth"})),
+        "auto": _yaml(d / "auto.yaml", runs, **{"pairs.solver": {"method": "auto"}}),
+        "autosteps": _yaml(d / "autosteps.yaml", runs, **{"pairs.solver": AUTO_STEPS}),
+        "bigprobe": _yaml(d / "bigprobe.yaml", runs, **{"pairs.solver": BIG_PROBE}),
     }  # fmt: skip
 
 
@@ -148,6 +152,18 @@ CASES = [
     ("pairs-status-not-a-store", "pairs status {dir}/notastore",
      "STORE: {dir}/notastore holds something that is not a pair store"),
     ("pairs-verify-missing", "pairs verify {dir}/none.zarr", "STORE: no pair store at"),
+    ("generate-auto-with-steps", "generate {autosteps} --model {ckpt}",
+     "invalid config: pairs.solver: Value error, method 'auto' chooses steps itself"),
+    ("generate-probe-past-chunk", "generate {bigprobe} --model {ckpt}",
+     "invalid config: pairs: Value error, solver['probe'] = 500 is larger than the first chunk"),
+    ("generate-auto-on-a-pinned-store", "generate {auto} --model {ckpt} --store {dir}/partial.zarr",
+     "store: cannot resume pair store {dir}/partial.zarr: its solver dopri5_tol0.0001 was pinned"),
+    ("pairs-probe-tolerance", "pairs probe {ckpt} --tolerance 0",
+     "--tolerance: solver['tolerance'] must be a float with 0 < tolerance < 1"),
+    ("pairs-probe-past-chunk", "pairs probe {ckpt} --config {cfg} --probe 500",
+     "--probe: solver['probe'] = 500 is larger than the first chunk (128 samples"),
+    ("pairs-probe-not-a-file", "pairs probe models:/m-feed",
+     "MODEL: 'models:/m-feed' is not a checkpoint file"),
 ]  # fmt: skip
 
 

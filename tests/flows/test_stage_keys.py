@@ -136,6 +136,8 @@ def test_training_settings_added_later_leave_old_keys_alone(tmp_path, model):
     assert result_sections(cfg)["base"] == first.model_dump(mode="json")
     changed = load_config(tiny_config_dict(tmp_path, **{"base.warmup_steps": 5}))
     assert "warmup_steps=5" in str(changed.base) and "checkpoint_every" not in str(changed.base)
+
+
 DIGITS = {
     "data.dataset": "mnist5k",
     "model": {"kind": "unet", "data_shape": [1, 28, 28], "num_classes": 10, "base_channels": 8},

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from rf_core.config import ModelConfig
 from rf_core.models import build_model
-from rf_core.solver_spec import SolverSpec
+from rf_core.solver_spec import AUTO_FIELDS, SolverSpec
 from rf_core.solvers import solve_ode
 from rf_core.timegrids import time_grid
 
@@ -25,11 +25,13 @@ def test_store_dict_holds_every_field_with_the_batch_resolved():
         "rho": 2.0,
         "compile": False,
     }
-    # Declaration order; guidance only when set (a default store's attrs are as before it).
-    assert list(rk4.store_dict(4)) == [f for f in SolverSpec.model_fields if f != "guidance"]
+    # Declaration order; guidance only when set (a default store's attrs are as before it); an
+    # auto request's fields are never part of a recipe's dict.
+    recipe_fields = [f for f in SolverSpec.model_fields if f not in AUTO_FIELDS]
+    assert list(rk4.store_dict(4)) == [f for f in recipe_fields if f != "guidance"]
     guided = SolverSpec(method="rk4", steps=8, guidance=2)
     assert guided.store_dict(4) == {**rk4.store_dict(4), "guidance": 2.0}
-    assert list(guided.store_dict(4)) == list(SolverSpec.model_fields)
+    assert list(guided.store_dict(4)) == recipe_fields
     ends = SolverSpec(method="rk4", steps=8, grid="ends", rho=1.5, batch_size=2, compile=True)
     assert ends.store_dict(4) == {
         **rk4.store_dict(4),

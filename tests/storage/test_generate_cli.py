@@ -16,6 +16,9 @@ def spec_of(*flags: str) -> SolverSpec:
 
 
 def test_every_spec_field_has_a_flag():
+    assert spec_of("--method", "auto", "--tolerance", "1e-3", "--probe", "8") == SolverSpec(
+        method="auto", tolerance=1e-3, probe=8
+    )
     assert spec_of() == SolverSpec()  # unset flags: the spec's defaults
     flags = ["--method", "rk4", "--steps", "6", "--grid", "ends", "--rho", "1.5", "--compile"]
     assert spec_of(*flags, "--batch-size", "4") == SolverSpec(
@@ -47,6 +50,11 @@ def test_the_store_records_the_flags(tmp_path, ckpt, capsys):
         (["--method", "rk4"], "fixed-step method 'rk4' needs solver['steps']"),
         (["--method", "dopri5", "--steps", "3"], "takes rtol/atol, not steps"),
         (["--method", "rk4", "--steps", "x"], "solver['steps'] must be a positive int"),
+        (["--method", "auto", "--steps", "3"], "method 'auto' chooses steps itself"),
+        (["--method", "auto", "--tolerance", "0"], "solver['tolerance'] must be a float with 0"),
+        (["--method", "auto", "--tolerance", "1.5"], "solver['tolerance'] must be a float with 0"),
+        (["--method", "auto", "--probe", "9"], "solver['probe'] = 9 is larger than the first"),
+        (["--method", "rk4", "--steps", "3", "--probe", "4"], "'probe' applies to method 'auto'"),
     ],
 )
 def test_bad_solver_flags_fail_before_any_write(tmp_path, ckpt, flags, named, capsys):

@@ -41,8 +41,12 @@ def gen_args(store: Path, ckpt: Path, *extra: str) -> list[str]:
 
 
 def start(store: Path, ckpt: Path, *extra: str) -> subprocess.Popen:
+    return spawn(gen_args(store, ckpt, *extra))
+
+
+def spawn(python_args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    args = [sys.executable, *gen_args(store, ckpt, *extra)]
+    args = [sys.executable, *python_args]
     return subprocess.Popen(
         args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -128,3 +132,35 @@ def test_resume_with_another_checkpoint_is_refused(tmp_path, ckpt, other_ckpt):
     for sha in (checkpoint_sha256(ckpt), checkpoint_sha256(other_ckpt)):  # both sides named
         assert sha in proc.stderr
     assert tree_hash(store) == before
+
+
+AUTO_FLAGS = ["--method", "auto", "--tolerance", "1e-3", "--probe", "16"]
+
+
+def auto_args(store: Path, ckpt: Path, *extra: str) -> list[str]:
+    """The worker CLI with RECIPE's store, its solver left to a screen."""
+    args = gen_args(store, ckpt, *extra)
+    at = args.index("--method")
+    return [*args[:at], *args[at + 4 :], *AUTO_FLAGS]
+
+
+@pytest.mark.slow
+def test_writers_of_an_auto_store_read_its_choice_and_never_screen(tmp_path, ckpt):
+    store = tmp_path / "auto.zarr"
+    creator = run_py(*auto_args(store, ckpt, "--chunks", "0"), timeout=300)
+    assert creator.returncode == 0, creator.stdout + creator.stderr
+    assert creator.stdout.count("screening pair solvers") == 1
+    writers = [spawn(auto_args(store, ckpt, "--chunks", c)) for c in ("1-5", "6-11")]
+    outs = [finish(w) for w in writers]
+    assert "generated 5 chunks" in outs[0] and "generated 6 chunks" in outs[1]
+    assert not any("screening" in out for out in outs), outs
+    digest = PairStore.open(str(store), mode="r+").finalize()
+    # The same store made in one process with the chosen recipe pinned: the same bytes.
+    chosen = PairStore.open(str(store)).solver
+    pinned = ["--method", chosen.method, "--steps", str(chosen.steps), "--grid", chosen.grid]
+    pinned += ["--rho", str(chosen.rho)] if chosen.grid != "uniform" else []
+    args = gen_args(tmp_path / "pinned.zarr", ckpt, "--finalize")
+    at = args.index("--method")
+    proc = run_py(*args[:at], *args[at + 4 :], *pinned, timeout=300)
+    assert proc.returncode == 0 and f"finalized: digest {digest}" in proc.stdout, proc.stdout
+    assert_same_store(tmp_path / "pinned.zarr", store)
