@@ -53,6 +53,7 @@ class DataParams(Evolving):
     ADDED: ClassVar[frozenset[str]] = frozenset(
         {"path", "values", "scale", "shift", "flip", "workers"}
     )
+    KEYLESS: ClassVar[frozenset[str]] = frozenset({"workers"})  # the same batches for any number
     dataset: str
     root: str | None = None
     n_train: int = Field(20_000, gt=0)

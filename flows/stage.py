@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from flows.config import PipelineConfig
 from flows.errors import note_stage
 from flows.inputs import connect
-from rf_core.config import TrainConfig
+from rf_core.config import Evolving
 from storage import tracking
 from tasks.progress import artifact_key
 
@@ -45,16 +45,17 @@ def stage_key(*parts: Any) -> str:
 
 def result_sections(cfg: PipelineConfig) -> dict[str, Any]:
     """The config as JSON without the sections that do not change results (the pipeline's key);
-    training sections as their :meth:`~rf_core.config.TrainConfig.key_dump`."""
+    sections on the Evolving base as their :meth:`~rf_core.config.Evolving.key_dump`."""
     return _key_dumps(cfg, cfg.model_dump(mode="json", exclude=set(NOT_RESULTS)))
 
 
 def _key_dumps(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
     for name in data:
         value = getattr(model, name)
-        if isinstance(value, TrainConfig):
-            data[name] = value.key_dump()
-        elif isinstance(value, BaseModel):
+        if isinstance(value, Evolving):  # its KEYLESS fields out, at every level
+            keep = set(value.key_fields())
+            data[name] = {k: v for k, v in data[name].items() if k in keep}
+        if isinstance(value, BaseModel):
             _key_dumps(value, data[name])
     return data
 

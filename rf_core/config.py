@@ -28,10 +28,15 @@ class Evolving(BaseModel):
     their default value, so a config that does not use them dumps, prints and digests exactly as
     before they existed: stage keys, MLflow params and checkpoints of existing runs stay the same,
     and old dumps (without the fields) validate to equal configs.
+
+    Fields named in ``KEYLESS`` say how or where something runs, never what it computes: they
+    stay in ``model_dump`` (MLflow params) but out of ``str`` and :meth:`key_dump`, which is what
+    stage and resume keys digest, so changing one reuses the finished stage.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     ADDED: ClassVar[frozenset[str]] = frozenset()
+    KEYLESS: ClassVar[frozenset[str]] = frozenset()
 
     def _at_default(self, name: str) -> bool:
         return getattr(self, name) == type(self).model_fields[name].default
@@ -45,9 +50,23 @@ class Evolving(BaseModel):
                     del out[name]
         return out
 
+    def key_fields(self) -> list[str]:
+        """The fields that decide results: not KEYLESS, and ADDED ones only when set."""
+        return [
+            name
+            for name in type(self).model_fields
+            if name not in self.KEYLESS and not (name in self.ADDED and self._at_default(name))
+        ]
+
+    def key_dump(self) -> dict:
+        """:meth:`key_fields` as JSON (what resume keys digest)."""
+        return self.model_dump(mode="json", include=set(self.key_fields()))
+
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # str(config) is part of stage keys (they digest their inputs with default=str)
+        fields = set(self.key_fields())
         for name, value in super().__repr_args__():
-            if not (name in self.ADDED and self._at_default(name)):
+            if name in fields:
                 yield name, value
 
 
@@ -188,6 +207,9 @@ class TrainConfig(Evolving):
     ADDED: ClassVar[frozenset[str]] = frozenset(
         {"precision", "lr_schedule", "warmup_steps", "accumulation", "ema_warmup", "label_dropout"}
     )
+    # When states are written and how a step is computed (compiled kernels round differently,
+    # ~1e-6), never the recipe.
+    KEYLESS: ClassVar[frozenset[str]] = frozenset({"checkpoint_every", "keep_last", "compile"})
 
     steps: int = Field(gt=0)
     batch_size: int = Field(gt=0)
@@ -237,34 +259,6 @@ class TrainConfig(Evolving):
                 f"{self.accumulation} micro-steps (accumulation): make it a multiple of {share}"
             )
         return self.batch_size // share
-
-    def key_dump(self) -> dict:
-        """The settings that decide the trained weights, as JSON (what resume keys digest).
-
-        ``checkpoint_every``, ``keep_last`` and ``compile`` change when states are written and
-        how a step is computed (compiled kernels round differently, ~1e-6), never the recipe:
-        they are left out. Settings added after the first version enter only when they differ
-        from their default (the default is the first version's behaviour), so a config that uses
-        none of them keeps the key it always had and its finished stages are still reused.
-        """
-        return self.model_dump(mode="json", include=set(self._key_fields()))
-
-    def _key_fields(self) -> list[str]:
-        return [
-            name
-            for name in type(self).model_fields
-            if name not in NOT_IN_KEY and not (name in self.ADDED and self._at_default(name))
-        ]
-
-    def __repr_args__(self):
-        # str(config) is part of stage keys (they digest their inputs with default=str): the
-        # same fields as key_dump, so adding a setting with a neutral default changes no key.
-        fields = set(self._key_fields())
-        return [(k, v) for k, v in super().__repr_args__() if k in fields]
-
-
-# How and when a training step runs, never what it computes (kept out of resume keys).
-NOT_IN_KEY = frozenset({"checkpoint_every", "keep_last", "compile"})
 
 
 class ClassifierRecipe(BaseModel):

@@ -7,7 +7,7 @@ from benchmarks import training
 
 def test_checkpoint_and_ddp_rows_are_measured_against_their_baselines():
     ckpt = training.checkpoint_rows(steps=120, rounds=1)
-    assert [r.setting for r in ckpt][0] == "no training states"
+    assert ckpt[0].setting == "no training states"
     assert ckpt[0].ratio == 1.0 and all(r.seconds > 0 for r in ckpt)
     assert "states every 100 steps" in {r.setting for r in ckpt}
     ddp = training.ddp_rows(steps=60, rounds=1)

@@ -102,6 +102,9 @@ def test_execution_and_testing_sections_change_no_key(tmp_path, model):
         # When states are written, and compiled kernels, change no recipe; nor do the processes.
         ({"base.checkpoint_every": 7, "base.keep_last": 1, "base.compile": True}, set()),
         ({"execution.train_devices": 2, "execution.devices": ["cpu", "cpu"]}, set()),
+        # DataLoader workers read the same batches in the same order: no key changes.
+        ({"data.workers": 8}, set()),
+        ({"data.n_train": 999}, {"train_base", "pipeline"}),
     ],
 )
 def test_result_settings_change_their_keys(tmp_path: Path, model, override, changed):
