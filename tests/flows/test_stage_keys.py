@@ -104,7 +104,7 @@ def test_execution_and_testing_sections_change_no_key(tmp_path, model):
         ({"execution.train_devices": 2, "execution.devices": ["cpu", "cpu"]}, set()),
         # DataLoader workers read the same batches in the same order: no key changes.
         ({"data.workers": 8}, set()),
-        ({"data.n_train": 999}, {"train_base", "pipeline"}),
+        ({"data.n_train": 999}, {"train_base", "evaluate", "pipeline"}),
     ],
 )
 def test_result_settings_change_their_keys(tmp_path: Path, model, override, changed):
