@@ -38,7 +38,7 @@ def arm_config(runs: Path, dropout: float, seed: int, a: argparse.Namespace) -> 
     ev = {"steps": [1, 4], "n_samples": a.n_samples, "guidance": list(SCALES) if dropout else [0]}
     cfg["evaluate"] = {**cfg["evaluate"], **ev}
     if a.classifier_steps:
-        cfg["evaluate"]["classifier_steps"] = a.classifier_steps
+        cfg["evaluate"]["classifier"] = {"steps": a.classifier_steps}
     return cfg
 
 

@@ -59,7 +59,7 @@ def test_a_guided_sweep_needs_every_model_trained_with_dropout(tmp_path, checkpo
 
 @pytest.mark.slow  # the evaluate flow with a (small) classifier trained first
 def test_a_guided_evaluation_logs_guided_metrics_and_grids(prefect_api, runs_dir, checkpoints):
-    ev = {"n_samples": 40, "steps": [1], "adaptive": False, "classifier_steps": 15}
+    ev = {"n_samples": 40, "steps": [1], "adaptive": False, "classifier": {"steps": 15}}
     cfg = _cfg(runs_dir, name="guided", evaluate={**ev, "guidance": [0, 1.5]})
     res = evaluate(cfg, models=[checkpoints["dropout"]])
     assert [(r.guidance, r.nfe) for r in res.rows] == [(0.0, 1), (1.5, 2)]

@@ -95,7 +95,11 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
             [s.digest == training.dataset.digest for s in sets],
         ),
         "ancestors": [names[i] for i in ancestors(reflow)],
-        "metrics": {names[i]: tracking.model_metrics(i) for i in names},
+        # every metric but the wall time of training (deterministic weights, not seconds)
+        "metrics": {
+            names[i]: {k: v for k, v in tracking.model_metrics(i).items() if k != "train_seconds"}
+            for i in names
+        },
         # the checkpoint read back (in place or downloaded) is the one logged
         "checkpoints": {names[i]: _checkpoint_intact(i) for i in names},
     }
