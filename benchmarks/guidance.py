@@ -29,7 +29,7 @@ ARM_NAMES = dict(zip(("dropout", "baseline"), ARMS, strict=True))
 
 def arm_config(runs: Path, dropout: float, seed: int, a: argparse.Namespace) -> dict:
     """The pipeline config of one arm: the make-run 1-RF, no reflow, a guidance sweep."""
-    cfg = yaml.safe_load(PIPELINE_CONFIG.read_text())
+    cfg = yaml.safe_load(Path(a.config).read_text())
     cfg |= {"name": f"guidance-d{dropout:g}-s{seed}", "runs_dir": str(runs), "seed": seed}
     cfg["base"] = {**cfg["base"], "label_dropout": dropout}
     if a.base_steps:  # smoke runs only
@@ -85,6 +85,7 @@ def render(results: dict[tuple[str, int], list], seeds: list[int], n_samples: in
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench-guidance")
+    p.add_argument("--config", type=Path, default=PIPELINE_CONFIG, help="the pipeline config")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--n-samples", type=int, default=1000)
     p.add_argument("--write", action="store_true", help="rewrite the BENCHMARKS.md section")
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> str:
         for seed in a.seeds:
             results[(arm, seed)] = run_arm(a.runs_dir, dropout, seed, a)
     body = (
-        "## Classifier-free guidance (MNIST-5k 1-RF, `python -m benchmarks.guidance`)\n\n"
+        f"## Classifier-free guidance (MNIST-5k 1-RF of {a.config.name}, "
+        "`python -m benchmarks.guidance`)\n\n"
         + render(results, a.seeds, a.n_samples)
         + f"\n\nMeasured on {machine_line()}; {time.perf_counter() - start:.0f} s in all."
     )

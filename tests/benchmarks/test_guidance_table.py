@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from benchmarks.common import PIPELINE_CONFIG
 from benchmarks.guidance import ARMS, SCALES, arm_config, render
 from flows.config import load_config
 from rf_core.evaluate import EvalRow
@@ -35,7 +36,9 @@ def test_the_table_shows_mean_and_half_range_over_seeds():
 
 
 def test_each_arm_is_a_valid_pipeline_config(tmp_path):
-    a = argparse.Namespace(n_samples=1000, base_steps=None, classifier_steps=None)
+    a = argparse.Namespace(
+        n_samples=1000, base_steps=None, classifier_steps=None, config=PIPELINE_CONFIG
+    )
     guided = load_config(arm_config(tmp_path, 0.1, 1, a))
     assert guided.base.label_dropout == 0.1 and guided.evaluate.guidance == SCALES
     assert guided.reflow.rounds == 0 and guided.seed == 1 and guided.evaluate.steps == (1, 4)
