@@ -16,18 +16,16 @@ flow starts); a failed stage exits 1 naming it. ``rectiflow --debug ...`` shows 
 
 Data-parallel training: ``torchrun --nproc_per_node N -m flows.cli train-base|train-reflow|
 distill ...`` runs the stage as N processes; rank 0 runs the flow, the other ranks only train
-(tasks.ddp).
+(tasks.ddp). The training commands are flows/cli_train.py; how a command checks its config and
+runs a flow, flows/cli_flow.py.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 # The first flow call starts a temporary Prefect server; on a busy machine it needs longer than
 # Prefect's default 20 s. Set before prefect is imported.
@@ -38,15 +36,16 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from flows.cli_errors import ENV_DEBUG, debugging, exit_codes, set_debug
-from flows.cli_logging import console_tracebacks, quiet_migrations
+from flows.cli_errors import ENV_DEBUG, exit_codes, set_debug
+from flows.cli_flow import call_flow, checked_config
+from flows.cli_logging import quiet_migrations
 from flows.cli_pairs import pairs_app
 from flows.cli_sample import sample_cmd
 from flows.cli_tables import compare_table, summary_table
-from flows.config import PipelineConfig, load_config
-from flows.errors import InputError, bad_input
+from flows.cli_train import distill_cmd, train_base_cmd, train_reflow_cmd
+from flows.config import PipelineConfig
+from flows.errors import bad_input
 
 app = typer.Typer(
     help="Rectified Flow pipeline: train, generate pairs, reflow, evaluate (Prefect + MLflow).",
@@ -55,7 +54,6 @@ app = typer.Typer(
 )
 app.add_typer(pairs_app, name="pairs")
 app.command("sample")(sample_cmd)
-console = Console(stderr=True)
 
 
 @app.callback()
@@ -67,71 +65,6 @@ def main(
     """Rectified Flow pipeline: train, generate pairs, reflow, evaluate (Prefect + MLflow)."""
     set_debug(debug)
     quiet_migrations()
-
-
-def _config(
-    path: Path,
-    runs_dir: Path | None,
-    fresh: bool,
-    check: Callable[[ModuleType, PipelineConfig], Any] | None = None,
-) -> PipelineConfig:
-    """The config (with the command line's overrides), connected to its storage and tracking,
-    and ``check(flows.inputs, cfg)`` passed: bad input ends here with exit 2, before a flow
-    starts. flows.inputs is imported only once the config is good (it brings MLflow in)."""
-    with exit_codes():
-        cfg = load_config(path)
-        if runs_dir is not None or fresh:
-            data = cfg.model_dump(mode="json")
-            data["runs_dir"] = str(runs_dir) if runs_dir is not None else data["runs_dir"]
-            data["resume"] = data["resume"] and not fresh
-            cfg = load_config(data)
-        from flows import inputs
-
-        with bad_input("tracking"):  # a tracking server that does not answer
-            inputs.connect(cfg)
-        if check is not None:
-            check(inputs, cfg)
-    return cfg
-
-
-class _Bars:
-    """Rich progress bars fed by tasks.progress listeners (training steps, generated chunks)."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=console
-        )
-        self.tasks: dict[str, Any] = {}
-
-    def __call__(self, key: str, done: float, total: float, description: str) -> None:
-        if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(description, total=total)
-        self.progress.update(self.tasks[key], completed=done, description=description)
-
-    def __enter__(self) -> _Bars:
-        from tasks import progress  # imports prefect: not before a flow runs
-
-        self.progress.start()
-        progress.add_listener(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        from tasks import progress
-
-        progress.remove_listener(self)
-        self.progress.stop()
-
-
-def _call(flow: str, *args: Any, **kwargs: Any) -> Any:
-    """Run ``flow`` ("module:function", imported only now: inputs are checked, Prefect is needed)
-    with progress bars; an error ends the command with one line (exit 1, or 2 for bad input the
-    checks before the flow could not see). Prefect's own log of the failure comes without its
-    traceback unless debugging (flows/cli_logging.py)."""
-    module, name = flow.split(":")
-    with exit_codes(), _Bars():
-        run_flow = getattr(importlib.import_module(module), name)
-        with console_tracebacks(debugging):
-            return run_flow(*args, **kwargs)
 
 
 def _ui_hints(cfg: PipelineConfig) -> None:
@@ -161,9 +94,9 @@ def run(
         inputs.pipeline_inputs(cfg)
         check_pipeline(cfg)
 
-    cfg = _config(config, runs_dir, fresh, check)
+    cfg = checked_config(config, runs_dir, fresh, check)
     start = time.perf_counter()
-    result = _call("flows.pipeline:pipeline", cfg)
+    result = call_flow("flows.pipeline:pipeline", cfg)
     out = Console()
     out.print(summary_table(result.rows, result.fd_name))
     for m in result.models:
@@ -174,64 +107,7 @@ def run(
     _ui_hints(cfg)
 
 
-def _train(
-    config: Path,
-    runs_dir: Path | None,
-    fresh: bool,
-    check: Callable[[ModuleType, PipelineConfig], Any],
-    flow: str,
-    **kwargs: Any,
-) -> Any:
-    """A training command: checked, then run. Under torchrun, ranks > 0 follow rank 0's
-    training instead (returns None), and rank 0 releases them if it trains nothing."""
-    if _follower(config):
-        return None
-    try:
-        return _call(flow, _config(config, runs_dir, fresh, check), **kwargs)
-    finally:
-        _release(config)
-
-
-def _follower(config: Path) -> bool:
-    """Under torchrun, a rank > 0 trains what rank 0 sends it, here (True when it did)."""
-    from tasks import ddp
-
-    world = ddp.torchrun_world()
-    if world is None or world.is_main:
-        return False
-    from flows.train_states import train_devices
-
-    with exit_codes():
-        ddp.follow("env://", world, train_devices(load_config(config))[ddp.local_rank()])
-    return True
-
-
-def _release(config: Path) -> None:
-    from tasks import ddp
-
-    if ddp.torchrun_world() is None:
-        return
-    from flows.train_states import train_devices
-
-    try:
-        device = train_devices(load_config(config))[0]
-    except InputError:
-        device = "cpu"
-    ddp.release_followers(device)
-
-
-@app.command("train-base")
-def train_base_cmd(config: Path, runs_dir: Path | None = None, fresh: bool = False) -> None:
-    """Train 1-RF on the config's dataset."""
-
-    def check(inputs: ModuleType, cfg: PipelineConfig) -> None:
-        from flows.train import base_plan
-
-        base_plan(cfg, inputs.base_inputs(cfg))
-
-    ref = _train(config, runs_dir, fresh, check, "flows.train:train_base")
-    if ref is not None:
-        Console().print(f"1-RF: {ref.registered} {ref.uri}")
+app.command("train-base")(train_base_cmd)  # commands listed in --help in pipeline order
 
 
 @app.command()
@@ -247,53 +123,15 @@ def generate(
         inputs.check_dask(cfg)
         inputs.generate_inputs(cfg, model, store)
 
-    cfg = _config(config, runs_dir, False, check)
-    res = _call("flows.generate:generate_pairs", cfg, model=model, store=store)
+    cfg = checked_config(config, runs_dir, False, check)
+    res = call_flow("flows.generate:generate_pairs", cfg, model=model, store=store)
     Console().print(
         f"pair set {res.uri} complete: n={res.n} solver {res.solver} digest {res.digest}"
     )
 
 
-@app.command("train-reflow")
-def train_reflow_cmd(
-    config: Path,
-    store: str = typer.Option(..., help="complete pair store to train on"),
-    init_model: str | None = typer.Option(None, help="model to start from (default: source)"),
-    runs_dir: Path | None = None,
-    fresh: bool = False,
-) -> None:
-    """Train (k+1)-RF on a pair store generated by k-RF."""
-
-    def check(inputs: ModuleType, cfg: PipelineConfig) -> None:
-        from flows.train import reflow_plan
-
-        reflow_plan(cfg, inputs.reflow_inputs(cfg, store, init_model))
-
-    flow = "flows.train:train_reflow"
-    ref = _train(config, runs_dir, fresh, check, flow, store=store, init_model=init_model)
-    if ref is not None:
-        Console().print(f"{ref.k}-RF: {ref.registered} {ref.uri}")
-
-
-@app.command("distill")
-def distill_cmd(
-    config: Path,
-    store: str = typer.Option(..., help="complete pair store to train on"),
-    init_model: str = typer.Option(..., help="the k-RF model to distill (and start from)"),
-    runs_dir: Path | None = None,
-    fresh: bool = False,
-) -> None:
-    """Distill k-RF into a 1-step model on a pair store (the config's distill section)."""
-
-    def check(inputs: ModuleType, cfg: PipelineConfig) -> None:
-        from flows.train import distill_plan
-
-        distill_plan(cfg, inputs.distill_inputs(cfg, store, init_model))
-
-    flow = "flows.train:train_distill"
-    ref = _train(config, runs_dir, fresh, check, flow, store=store, init_model=init_model)
-    if ref is not None:
-        Console().print(f"{ref.name}: {ref.registered} {ref.uri}")
+app.command("train-reflow")(train_reflow_cmd)
+app.command("distill")(distill_cmd)
 
 
 @app.command("evaluate")
@@ -303,8 +141,10 @@ def evaluate_cmd(
     runs_dir: Path | None = None,
 ) -> None:
     """NFE sweep of one or more models from the same noise."""
-    cfg = _config(config, runs_dir, False, lambda inputs, c: inputs.evaluate_inputs(c, model))
-    res = _call("flows.evaluate:evaluate", cfg, models=model)
+    cfg = checked_config(
+        config, runs_dir, False, lambda inputs, c: inputs.evaluate_inputs(c, model)
+    )
+    res = call_flow("flows.evaluate:evaluate", cfg, models=model)
     Console().print(summary_table(res.rows, res.fd_name))
 
 

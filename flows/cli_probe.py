@@ -21,8 +21,9 @@ from flows.config import PairsParams, PipelineConfig, load_config
 from flows.errors import InputError, bad_input
 from rf_core.pair_error import REFERENCE_TOL
 from rf_core.screen_result import Screen
+from rf_core.solver_auto import DEFAULT_PAIR_TOLERANCE, DEFAULT_PROBE
 from rf_core.solver_screen import ToleranceUnreachable, screen_solvers
-from rf_core.solver_spec import DEFAULT_PAIR_TOLERANCE, DEFAULT_PROBE, SolverSpec
+from rf_core.solver_spec import SolverSpec
 from rf_core.training import load_checkpoint
 from storage.solver_choice import payoff_line, probe_inputs, resolve_request
 

@@ -13,6 +13,7 @@ once (flows.train_states, docs/training.md).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from prefect import flow, get_run_logger
 
@@ -166,6 +167,25 @@ def _register(
     return ref
 
 
+def _train_stage(
+    stages: StageRunner,
+    spec: StageSpec,
+    plan_of: Callable[[], TrainingPlan],
+    train: Callable[[StageRun, TrainingPlan], tracking.ModelRef],
+) -> tracking.ModelRef:
+    """The finished identical run's model when resuming; otherwise the plan (``plan_of()``,
+    started), then ``train(run, plan)`` (train and register) inside the stage run, which is
+    tagged with the run it continues and linked to it, and the plan finished."""
+    if ref := stages.reuse(spec):
+        return ref
+    plan = _start(plan_of(), spec.name)
+    with stages.run(_attempt(spec, plan)) as run:
+        _link(plan, run)
+        ref = train(run, plan)
+    plan.finished()
+    return ref
+
+
 @flow(name="train_base")
 def train_base(config: PipelineConfig | str, parent_run_id: str | None = None) -> tracking.ModelRef:
     """Train 1-RF (flow matching with independent noise) on the config's dataset.
@@ -182,18 +202,14 @@ def train_base(config: PipelineConfig | str, parent_run_id: str | None = None) -
     """
     cfg = load_config(config)
     stages, data = StageRunner(cfg, parent_run_id), base_inputs(cfg)
-    spec = base_stage(cfg, data)
-    if ref := stages.reuse(spec):
-        return ref
-    plan = _start(base_plan(cfg, data), spec.name)
-    with stages.run(_attempt(spec, plan)) as run:
-        _link(plan, run)
+
+    def train(run: StageRun, plan: TrainingPlan) -> tracking.ModelRef:
         if data is not None:  # the set on disk: a "training" dataset input, with its classes
             tracking.log_training_data(data.path, data.digest, data.kind, data.n, data.classes)
         result = train_base_model(_job(cfg, run, plan, 1, "1rf"), data_input(cfg))
-        ref = _register(cfg, stages, run, result, 1)
-    plan.finished()
-    return ref
+        return _register(cfg, stages, run, result, 1)
+
+    return _train_stage(stages, base_stage(cfg, data), lambda: base_plan(cfg, data), train)
 
 
 @flow(name="train_reflow")
@@ -215,18 +231,15 @@ def train_reflow(
     cfg = load_config(config)
     stages = StageRunner(cfg, parent_run_id)
     given = reflow_inputs(cfg, store, init_model)
-    spec, k = reflow_stage(cfg, given), given.pairs.k + 1
-    if ref := stages.reuse(spec):
-        return ref
-    plan = _start(reflow_plan(cfg, given), spec.name)
-    with stages.run(_attempt(spec, plan)) as run:
-        _link(plan, run)
+    k = given.pairs.k + 1
+
+    def train(run: StageRun, plan: TrainingPlan) -> tracking.ModelRef:
         _log_training_inputs(given)
         pairs = PairsInput(given.pairs.uri, given.init.checkpoint if given.init else None)
         result = train_reflow_model(_job(cfg, run, plan, k, f"{k}rf"), pairs)
-        ref = _register(cfg, stages, run, result, k, given)
-    plan.finished()
-    return ref
+        return _register(cfg, stages, run, result, k, given)
+
+    return _train_stage(stages, reflow_stage(cfg, given), lambda: reflow_plan(cfg, given), train)
 
 
 @flow(name="distill")
@@ -251,15 +264,12 @@ def train_distill(
     cfg = load_config(config)
     stages = StageRunner(cfg, parent_run_id)
     given = distill_inputs(cfg, store, init_model)
-    spec, k = distill_stage(cfg, given), given.init.k
-    if ref := stages.reuse(spec):
-        return ref
-    plan = _start(distill_plan(cfg, given), spec.name)
-    with stages.run(_attempt(spec, plan)) as run:
-        _link(plan, run)
+    k = given.init.k
+
+    def train(run: StageRun, plan: TrainingPlan) -> tracking.ModelRef:
         _log_training_inputs(given)
         job = _job(cfg, run, plan, k, f"{k}rf-distill")
         result = distill_model(job, PairsInput(given.pairs.uri, given.init.checkpoint))
-        ref = _register(cfg, stages, run, result, k, given, distilled=True)
-    plan.finished()
-    return ref
+        return _register(cfg, stages, run, result, k, given, distilled=True)
+
+    return _train_stage(stages, distill_stage(cfg, given), lambda: distill_plan(cfg, given), train)

@@ -157,13 +157,5 @@ def minibatches(
     return Minibatches(tensors, batch_size, generator)
 
 
-def independent_batches(
-    x1: Tensor,
-    y: Tensor,
-    batch_size: int,
-    generator: torch.Generator,
-    rank: int = 0,
-    world: int = 1,
-) -> IndependentBatches:
-    """Endless 1-RF batches: shuffled data minibatches, each paired with fresh noise."""
-    return IndependentBatches(x1, y, batch_size, generator, rank, world)
+# The name rf_core.training exports for building the 1-RF batches (one definition: the class).
+independent_batches = IndependentBatches

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rf_core.pair_error import REFERENCE_TOL
-from rf_core.solver_spec import REQUEST_FIELDS, SolverSpec
+from rf_core.solver_auto import REQUEST_FIELDS
+from rf_core.solver_spec import SolverSpec
 
 
 @dataclass(frozen=True)

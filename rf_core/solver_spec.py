@@ -13,11 +13,8 @@ reads as the default, so the store keeps resuming under a request that leaves th
 A field in :data:`RECORDED_WHEN_SET` is written only when it differs from its default, so a new
 store that leaves it alone has the attrs (and the digest) it had before the field existed.
 
-``method: auto`` is a request, not a recipe: it asks for the solver with the fewest NFE per pair
-whose pair error is within ``tolerance``, measured on ``probe`` noise draws of the store's first
-chunk (:mod:`rf_core.solver_screen`). A store records the recipe the screen chose as its ``solver``,
-so its digest equals that of a store generated with that recipe directly; the request's fields
-(``tolerance``, ``probe``) are never part of a recipe's stored dict.
+``method: auto`` is a request, not a recipe: a screen turns it into the recipe a store records
+(its fields, defaults and checks: :mod:`rf_core.solver_auto`).
 """
 
 from __future__ import annotations
@@ -38,21 +35,20 @@ from pydantic import (
 )
 
 from rf_core.guidance import is_scale, scale_label
+from rf_core.solver_auto import (
+    AUTO,
+    AUTO_FIELDS,
+    DEFAULT_PAIR_TOLERANCE,
+    DEFAULT_PROBE,
+    check_request_fields,
+    with_request_defaults,
+)
 from rf_core.solvers import ADAPTIVE_METHODS, DEFAULT_TOL, METHODS
 from rf_core.timegrids import GRIDS, RHO_GRIDS, time_grid
 
 # Fields a store's solver dict holds only when they differ from their default.
 RECORDED_WHEN_SET = ("guidance",)
-AUTO = "auto"
 SPEC_METHODS = (*METHODS, AUTO)
-# The fields of an auto request only (never in a recipe's stored dict), and their defaults.
-AUTO_FIELDS = ("tolerance", "probe")
-# What an auto request records: what it asks and how the chosen recipe will be run.
-REQUEST_FIELDS = ("method", "batch_size", "compile", *AUTO_FIELDS)
-DEFAULT_PAIR_TOLERANCE = 2e-3
-DEFAULT_PROBE = 64
-# What an auto request leaves to the screen: setting one of these with method auto is an error.
-CHOSEN_FIELDS = ("rtol", "atol", "steps", "grid", "rho")
 
 
 class SolverSpec(BaseModel):
@@ -97,10 +93,7 @@ class SolverSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _auto_defaults(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and data.get("method") == AUTO:
-            defaults = {"tolerance": DEFAULT_PAIR_TOLERANCE, "probe": DEFAULT_PROBE}
-            return {**data, **{k: v for k, v in defaults.items() if data.get(k) is None}}
-        return data
+        return with_request_defaults(data)
 
     @field_validator("method", "grid", mode="before")
     @classmethod
@@ -152,15 +145,9 @@ class SolverSpec(BaseModel):
     @model_validator(mode="after")
     def _method_fits(self) -> SolverSpec:
         m = self.method
+        check_request_fields(self)
         if self.is_auto:
-            return self._auto_fits()
-        given = [f for f in AUTO_FIELDS if getattr(self, f) is not None]
-        if given:
-            names, verb = " and ".join(repr(f) for f in given), "apply" if given[1:] else "applies"
-            raise ValueError(
-                f"{names} {verb} to method 'auto' only (method is {m!r}): remove "
-                f"{'them' if given[1:] else 'it'}, or set method: auto to let a screen choose"
-            )
+            return self
         if self.adaptive and self.steps is not None:
             raise ValueError(f"adaptive method {m!r} takes rtol/atol, not steps")
         if self.adaptive and self.grid != "uniform":
@@ -170,16 +157,6 @@ class SolverSpec(BaseModel):
             )
         if not self.adaptive and self.steps is None:
             raise ValueError(f"fixed-step method {m!r} needs solver['steps'] (a positive int)")
-        return self
-
-    def _auto_fits(self) -> SolverSpec:
-        given = [f for f in CHOSEN_FIELDS if f in self.model_fields_set]
-        if given:
-            names = " and ".join(repr(f) for f in given)
-            raise ValueError(
-                f"method 'auto' chooses {', '.join(given)} itself: remove {names}, or pin a "
-                "method (e.g. rk4 with steps) instead of auto"
-            )
         return self
 
     def check_fits(self, chunk: int, n: int) -> None:

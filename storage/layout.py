@@ -122,10 +122,20 @@ def make_attrs(
     num_classes: int,
     solver_choice: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Validated group attrs for a new store; ``solver`` as :func:`solver_spec` reads it.
+    """Validated group attrs for a new store (:meth:`storage.pairstore.PairStore.create`).
 
-    ``solver`` must be a recipe: an auto request is screened first, and the screen's record
-    passed as ``solver_choice`` (see :mod:`storage.solver_choice`).
+    Args:
+        n: number of pairs (> 0).
+        chunk: pairs per chunk, the unit of work and resume (> 0).
+        sample_shape: shape of one sample, e.g. (1, 28, 28).
+        seed: base seed; chunk i's noise and labels depend on (seed, i) only.
+        source: {model_id, model_uri, run_id, checkpoint_sha256, k} of the generating model.
+        solver: a SolverSpec, or its dict (as :func:`solver_spec` reads it); an unset
+            batch_size means one solve per chunk. It must be a recipe: an auto request is
+            screened first (see :mod:`storage.solver_choice`).
+        dataset: name of the data the source model was trained on.
+        num_classes: labels are drawn uniformly from [0, num_classes); 0 = unconditional (-1).
+        solver_choice: a screen's record of how ``solver`` was chosen (outside the digest).
     """
     n, chunk = check_positive_int("n", n), check_positive_int("chunk", chunk)
     spec = solver_spec(solver)

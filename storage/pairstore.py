@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import zarr
 
-from rf_core.solver_spec import SolverSpec
 from storage.chunkio import ChunkFiles, ChunkGrid
 from storage.layout import (
     ChunkCorruptError,
@@ -70,43 +69,22 @@ class PairStore:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def create(
-        cls,
-        uri: str,
-        n: int,
-        chunk: int,
-        sample_shape: Sequence[int],
-        seed: int,
-        source: Mapping[str, Any],
-        solver: SolverSpec | Mapping[str, Any],
-        dataset: str,
-        num_classes: int,
-        codecs: Mapping[str, Sequence[Any]] | None = None,
-        solver_choice: Mapping[str, Any] | None = None,
+        cls, uri: str, *, codecs: Mapping[str, Sequence[Any]] | None = None, **recipe: Any
     ) -> PairStore:
         """Create an empty store; refuses a location that already holds anything.
 
         Args:
             uri: local path or fsspec URL of the new store (e.g. ``runs/pairs.zarr``, ``s3://b/p.zarr``).
-            n: number of pairs (> 0).
-            chunk: pairs per chunk, the unit of work and resume (> 0).
-            sample_shape: shape of one sample, e.g. (1, 28, 28).
-            seed: base seed; chunk i's noise and labels depend on (seed, i) only.
-            source: {model_id, model_uri, run_id, checkpoint_sha256, k} of the generating model.
-            solver: a SolverSpec, or its dict (``SolverSpec.from_dict``); an unset batch_size
-                means one solve per chunk.
-            dataset: name of the data the source model was trained on.
-            num_classes: labels are drawn uniformly from [0, num_classes); 0 = unconditional (-1).
             codecs: optional {array: [compressor, ...]} for x0/x1/y; crc32c is always appended.
-            solver_choice: a screen's record of how ``solver`` was chosen (outside the digest).
+            **recipe: what the store holds, as :func:`storage.layout.make_attrs` takes it (n,
+                chunk, sample_shape, seed, source, solver, dataset, num_classes, solver_choice).
 
         Returns a handle opened with mode "r+". Raises PairStoreError on bad arguments, an
         existing location, or an unwritable location. Local paths are claimed atomically (mkdir),
         so processes may race through :meth:`open_or_create`; on object stores, create from one
         coordinator before the workers.
         """
-        args = (n, chunk, sample_shape, seed, source, solver, dataset, num_classes, solver_choice)
-        attrs = make_attrs(*args)
-        return cls(uri, create_group(uri, attrs, resolve_codecs(codecs)), "r+")
+        return cls(uri, create_group(uri, make_attrs(**recipe), resolve_codecs(codecs)), "r+")
 
     @classmethod
     def open(cls, uri: str, mode: str = "r") -> PairStore:
