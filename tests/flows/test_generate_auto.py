@@ -60,6 +60,9 @@ async def _read(flow_run_id: str):
         LogFilterFlowRunId,
     )
 
+    from prefect.logging.handlers import APILogHandler
+
+    await APILogHandler.aflush()  # logs travel to the API in the background: all of them first
     async with get_client() as client:
         logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
         flt = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
