@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/mnist5k.yaml
 
-.PHONY: help venv run test lint format bench clean
+.PHONY: help venv run test test-slow lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,8 +29,11 @@ $(STAMP): pyproject.toml
 run: venv  ## run the whole pipeline on the embedded default (MNIST-5k, CPU)
 	$(BIN)/python -m flows.cli run $(CONFIG)
 
-test: venv lint  ## lint, then the whole test suite (slow tests included)
-	$(BIN)/python -m pytest -q
+test: venv lint  ## lint, then every test not marked slow (CI runs test-slow after it)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: venv  ## the tests marked slow (each over ~20 s: kill drills, DDP, servers, pipelines)
+	$(BIN)/python -m pytest -q -m slow
 
 lint: venv  ## ruff check + format check
 	$(BIN)/ruff check .
