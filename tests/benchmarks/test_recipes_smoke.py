@@ -28,14 +28,15 @@ def test_throughput_is_relative_to_the_first_arch():
 
 
 def test_arm_config_sets_every_seed_and_the_overrides(tmp_path):
-    cfg = recipes.arm_config("full", 3, tmp_path)
+    cfg = recipes.arm_config("patch2", 3, tmp_path)
     assert cfg["seed"] == cfg["base"]["seed"] == cfg["pairs"]["seed"] == 3
     assert cfg["reflow"]["train"]["seed"] == 3 and cfg["runs_dir"] == str(tmp_path)
-    assert cfg["model"]["patch_size"] == 1
+    assert cfg["model"]["patch_size"] == 2 and cfg["base"]["ema_decay"] == 0.999
+    assert recipes.arm_config("default", 3, tmp_path)["model"]["patch_size"] == 1
     seed = recipes.arm_config("seed", 0, tmp_path)
     solver = {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5, "batch_size": 256}
     assert seed["pairs"]["solver"] == solver
-    assert recipes.arm_config("full", 3, tmp_path, base_only=True)["reflow"]["rounds"] == 0
+    assert recipes.arm_config("default", 3, tmp_path, base_only=True)["reflow"]["rounds"] == 0
     with pytest.raises(SystemExit, match="unknown arm 'nope'"):
         recipes.arm_config("nope", 0, tmp_path)
 

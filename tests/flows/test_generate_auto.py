@@ -59,7 +59,6 @@ async def _read(flow_run_id: str):
         LogFilter,
         LogFilterFlowRunId,
     )
-
     from prefect.logging.handlers import APILogHandler
 
     await APILogHandler.aflush()  # logs travel to the API in the background: all of them first
