@@ -23,34 +23,40 @@ from rf_core.models import check_labels
 HOW_TO_TRAIN = "train it with train.label_dropout > 0 (e.g. 0.1)"
 
 
-def drop_labels(y: Tensor, p: float, seed: int, step: int) -> Tensor:
+def drop_labels(y: Tensor, p: float, seed: int, step: int, rank: int = 0, world: int = 1) -> Tensor:
     """Label dropout: each label of ``y`` becomes the null label -1 with probability ``p``.
 
     The mask of a step comes from a CPU generator seeded by ``(seed, step)`` only, so it is the
     same on every device and in a resumed run, and every other random stream of the training is
-    left untouched.
+    left untouched. Under data-parallel training the mask is drawn for the global batch of
+    ``B * world`` labels and process ``rank`` keeps its rows, so the dropped samples of a step do
+    not depend on the number of processes.
 
     Args:
         y: (B,) int64 labels.
         p: dropout probability in [0, 1).
         seed: the training seed.
         step: the optimizer step the batch is for.
+        rank, world: this process and the number of data-parallel processes.
 
     Returns:
         (B,) labels, -1 where dropped.
     """
     digest = hashlib.sha256(f"label-dropout/{seed}/{step}".encode()).digest()
     gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-    drop = torch.rand(y.shape[0], generator=gen) < p
+    b = y.shape[0]
+    drop = (torch.rand(b * world, generator=gen) < p)[rank * b : (rank + 1) * b]
     return torch.where(drop.to(y.device), torch.full_like(y, -1), y)
 
 
-def with_label_dropout(get_batch: Callable[[int], tuple], p: float, seed: int) -> Callable:
+def with_label_dropout(
+    get_batch: Callable[[int], tuple], p: float, seed: int, rank: int = 0, world: int = 1
+) -> Callable:
     """``step -> (x0, x1, y)`` with :func:`drop_labels` applied to each batch's labels."""
 
     def get(step: int) -> tuple[Tensor, Tensor, Tensor]:
         x0, x1, y = get_batch(step)
-        return x0, x1, drop_labels(y, p, seed, step)
+        return x0, x1, drop_labels(y, p, seed, step, rank, world)
 
     return get
 

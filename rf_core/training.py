@@ -163,7 +163,9 @@ def fit(
         start = resume["step"] if resume is not None else 0
         get_batch = _batch_source(batches)
         if cfg.label_dropout > 0:  # only then: a default config draws exactly what it did before
-            get_batch = with_label_dropout(get_batch, cfg.label_dropout, cfg.seed)
+            get_batch = with_label_dropout(
+                get_batch, cfg.label_dropout, cfg.seed, world.rank, world.size
+            )
         _loop(run, get_batch, batches, start, losses, logged, callback, save)
     final = run.ema.module if run.ema is not None else model
     return FitResult(

@@ -133,3 +133,11 @@ def test_check_guidance_allows_what_the_model_was_trained_for():
     check_guidance(3, 0.1, torch.tensor([-1, 0, 2]), 4.0, "m-x")  # dropout: anything
     check_guidance(3, 0.0, torch.tensor([0, 2]), 0.0, "m-x")  # no dropout: plain labels
     check_guidance(0, 0.0, torch.tensor([-1, -1]), 0.0, "m-x")  # unconditional model
+
+
+def test_label_dropout_of_two_processes_is_that_of_one_on_the_global_batch():
+    y = torch.arange(64) % 10
+    one = drop_labels(y, 0.3, seed=5, step=7)
+    halves = [drop_labels(y[r * 32 : (r + 1) * 32], 0.3, 5, 7, rank=r, world=2) for r in (0, 1)]
+    assert torch.equal(torch.cat(halves), one)
+    assert (one == -1).any() and (one != -1).any()
