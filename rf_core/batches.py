@@ -31,19 +31,28 @@ class Resumable(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def independent_coupling(x1: Tensor, y: Tensor, generator: torch.Generator) -> Batch:
+def independent_coupling(
+    x1: Tensor, y: Tensor, generator: torch.Generator, rank: int = 0, world: int = 1
+) -> Batch:
     """1-RF coupling: pair each data point with fresh Gaussian noise.
 
+    The noise is drawn for the global batch of ``B * world`` rows and process ``rank`` keeps its
+    own, so every process's generator stays in step and a step's noise does not depend on the
+    number of processes (``world=1``: the noise of ``x1``'s shape).
+
     Args:
-        x1: (B, *shape) data.
+        x1: (B, *shape) data of this process.
         y: (B,) labels.
         generator: RNG for the noise (on x1's device).
+        rank, world: this process and the number of data-parallel processes.
 
     Returns:
         (x0, x1, y) with x0 ~ N(0, I) of x1's shape.
     """
-    x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-    return x0, x1, y
+    b = x1.shape[0]
+    shape = (b * world, *x1.shape[1:])
+    x0 = torch.randn(shape, generator=generator, device=x1.device, dtype=x1.dtype)
+    return x0[rank * b : (rank + 1) * b], x1, y
 
 
 class Minibatches:
@@ -136,12 +145,7 @@ class IndependentBatches:
 
     def __next__(self) -> Batch:
         xb, yb = next(self.rows)
-        rows = self.rows
-        if rows.world == 1:
-            return independent_coupling(xb, yb, rows.generator)
-        shape = (rows.global_batch, *xb.shape[1:])
-        x0 = torch.randn(shape, generator=rows.generator, device=xb.device, dtype=xb.dtype)
-        return x0[rows.rank * rows.batch_size :][: rows.batch_size], xb, yb
+        return independent_coupling(xb, yb, self.rows.generator, self.rows.rank, self.rows.world)
 
     def state_dict(self) -> dict[str, Any]:
         return self.rows.state_dict()

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from rf_core.batches import Batch
+from rf_core.batches import Batch, independent_coupling
 
 _EPOCH_STRIDE = 1_000_003  # seeds of successive epochs' orders: seed * stride + epoch
 
@@ -102,13 +102,10 @@ class LoaderBatches:
 
     def _couple(self, x1: Tensor, y: Tensor) -> Batch:
         """Flips and noise drawn for the global batch; this process's rows kept."""
-        g, b = self.generator, self.batch_size
-        rows = slice(self.rank * b, (self.rank + 1) * b)
         if self.flip:
-            x1 = hflip(x1, g, self.rank, self.world)
-        x0 = torch.randn((b * self.world, *x1.shape[1:]), generator=g, dtype=x1.dtype)[rows]
+            x1 = hflip(x1, self.generator, self.rank, self.world)
         y = y if self.labels else torch.full_like(y, -1)
-        return x0, x1, y
+        return independent_coupling(x1, y, self.generator, self.rank, self.world)
 
     def state_dict(self) -> dict[str, Any]:
         """Epoch, batches taken in it, and the flip and noise generator's state."""
