@@ -36,6 +36,8 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     # full resolution (28 -> 14 -> 7 -> 4), EMA 0.99, RK4 x 8 pairs, 800 reflow steps; the results
     # of its two seeds were measured as the arm "full" before it became the default
     "default": ("configs/mnist5k.yaml", {}),
+    # one lever of the default: half the base steps (2,000 -> 1,000), the make-run budget's cut
+    "base1k": ("configs/mnist5k.yaml", {"base.steps": 1000}),
     # the previous default: a patch-2 U-Net, EMA 0.999 over 2,500 steps, RK4 x 14, 500 reflow steps
     "patch2": (
         "configs/mnist5k.yaml",
