@@ -65,7 +65,8 @@ def variants(base: TrainConfig, n_pairs: int, init: bool) -> list[Variant]:
     """The rows, in run order (most wanted first); each toggles one setting of ``base``."""
     t = "uniform" if base.t_sampler != "uniform" else "u_shaped"
     loss = "pseudo_huber" if base.loss == "mse" else "mse"
-    ema = 0.0 if base.ema_decay > 0 else 0.999
+    # without EMA, a short memory (0.99: the last ~100 steps) and a long one (0.999)
+    emas = [0.0] if base.ema_decay > 0 else [0.99, 0.999]
     init_lever = "init 1-RF → scratch" if init else "init scratch → 1-RF"
     return [
         Variant("baseline", "pipeline 2-RF settings"),
@@ -73,7 +74,7 @@ def variants(base: TrainConfig, n_pairs: int, init: bool) -> list[Variant]:
         Variant("seed1", f"training seed {base.seed} → {base.seed + 1}", {"seed": base.seed + 1}),
         Variant(f"t-{t}", f"t sampler {base.t_sampler} → {t}", {"t_sampler": t}),
         Variant(f"loss-{loss}", f"loss {base.loss} → {loss}", {"loss": loss}),
-        Variant(f"ema-{ema:g}", f"EMA {base.ema_decay:g} → {ema:g}", {"ema_decay": ema}),
+        *(Variant(f"ema-{e:g}", f"EMA {base.ema_decay:g} → {e:g}", {"ema_decay": e}) for e in emas),
         Variant("init-toggled", init_lever, toggle_init=True),
         Variant("pairs-x2", f"pairs {n_pairs} → {2 * n_pairs}", pairs="double"),
     ]

@@ -8,9 +8,10 @@ training seed). A difference there may be noise, so the ablation is run once per
     python -m benchmarks.ablation --config runs/recipes/default-s1.yaml --out runs/abl-s1
     python -m benchmarks.ablation_seeds runs/abl-s0 runs/abl-s1 --write
 
-A lever counts as a finding only when it moves the score the same way in every seed and by
-more than the seed spread (half the range of the baseline's score over the seeds, or of the
-variant's, whichever is larger); every other row reads "within spread".
+A lever counts as a finding only when, in every seed, it moves the score against that seed's
+own baseline the same way and by more than the seed spread (half the range of the baseline's
+score over the seeds, or of the variant's, whichever is larger); every other row reads "within
+spread".
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ def verdict(base: list[float], variant: list[float]) -> str:
     """Finding or not, per seed paired with its own baseline (lower is better)."""
     diffs = [v - b for v, b in zip(variant, base, strict=True)]
     spread = max(_half_range(base), _half_range(variant))
-    mean = sum(diffs) / len(diffs)
-    same_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
-    if len(diffs) < 2 or not same_sign or abs(mean) <= spread:
-        return "within spread"
-    return "better" if mean < 0 else "worse"
+    if len(diffs) >= 2 and all(d < -spread for d in diffs):
+        return "better"
+    if len(diffs) >= 2 and all(d > spread for d in diffs):
+        return "worse"
+    return "within spread"
 
 
 def _cell(values: list[float]) -> str:
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> str:
         f" {t['batch_size']}, lr {t['lr']:g}, EMA {t['ema_decay']:g}, t {t['t_sampler']}, loss"
         f" {t['loss']}, init from 1-RF: {base['init_from_1rf']}, {base['store_n']} pairs. Cells:"
         " mean ± half the range over the runs; lower FD is better. Verdict: better or worse"
-        " only when every run moves the same way and the mean difference exceeds the spread.",
+        " only when every run moves the same way against its own baseline, each by more than"
+        " the spread.",
         "",
         render_table(runs, metric),
     ])  # fmt: skip

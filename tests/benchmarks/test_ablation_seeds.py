@@ -27,12 +27,14 @@ def _folder(root: Path, name: str, scores: dict[str, float]) -> Path:
     return folder
 
 
-def test_verdict_needs_the_same_sign_in_every_seed_and_more_than_the_spread():
+def test_verdict_needs_every_seed_to_move_the_same_way_by_more_than_the_spread():
     assert verdict([50, 60], [40, 48]) == "better"  # -10, -12; spread 5
     assert verdict([50, 60], [60, 72]) == "worse"
     assert verdict([50, 60], [46, 55]) == "within spread"  # mean -4.5 < spread 5
     assert verdict([50, 60], [30, 70]) == "within spread"  # signs differ
-    assert verdict([50, 51], [40, 60]) == "within spread"  # the variant's own spread is 10
+    assert verdict([50, 51], [40, 30]) == "better"  # -10, -21; the variant's spread is 5
+    assert verdict([50, 51], [44, 20]) == "within spread"  # -6 is less than its spread 12
+    assert verdict([50, 60], [50.5, 80]) == "within spread"  # one seed barely moves
     assert verdict([50], [10]) == "within spread"  # one seed is never a finding
 
 

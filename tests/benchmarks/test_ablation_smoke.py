@@ -138,3 +138,17 @@ def test_a_variant_runs_in_one_process_only(tmp_path):
     dead.wait()
     lock.write_text(str(dead.pid))  # stale: its process is gone
     assert claim(lock) and lock.read_text() == str(os.getpid())
+
+
+def test_without_ema_both_a_short_and_a_long_memory_are_rows():
+    from benchmarks.ablation import variants
+    from rf_core.config import TrainConfig
+
+    rows = {
+        v.name: v for v in variants(TrainConfig(steps=8, batch_size=4, ema_decay=0.0), 64, True)
+    }
+    assert rows["ema-0.99"].train == {"ema_decay": 0.99}
+    assert rows["ema-0.999"].train == {"ema_decay": 0.999}
+    assert "ema-0" not in rows
+    with_ema = [v.name for v in variants(TrainConfig(steps=8, batch_size=4), 64, True)]
+    assert [n for n in with_ema if n.startswith("ema")] == ["ema-0"]
