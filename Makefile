@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); [ "$$free" -ge 8 ] || \
 	  echo "warning: $$free GiB free on this disk; .venv needs about 7 GiB (torch with CUDA libraries)" >&2
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev]'
+	@# --no-compile: Python byte-compiles what it imports on first use instead of every file now
+	$(BIN)/pip install -q --no-compile torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q --no-compile -e '.[dev]'
 	@# torch-fidelity 0.4.0's wheel also installs a top-level `tests` package, which would shadow
 	@# this repository's tests/ (a regular package wins over a folder without __init__.py).
 	@$(BIN)/python -c "import importlib.metadata as m, shutil; d = m.distribution('torch-fidelity'); \

@@ -38,6 +38,7 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("configs/mnist5k.yaml", {}),
     # the default with twice the base steps (measured as "full", the default before this one)
     "base2k": ("configs/mnist5k.yaml", {"base.steps": 2000}),
+    "base700": ("configs/mnist5k.yaml", {"base.steps": 700}),
     # one lever each: the patch-2 U-Net of the previous default; the seed recipe's learning rate
     "arch-patch2": ("configs/mnist5k.yaml", {"model.patch_size": 2, "model.channel_mult": [1, 2]}),
     "lr2e-4": ("configs/mnist5k.yaml", {"base.lr": 2e-4}),
