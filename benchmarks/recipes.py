@@ -204,17 +204,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--write", action="store_true", help="rewrite the BENCHMARKS.md section")
     p.add_argument("--bench-md", default=str(BENCHMARKS_MD))
     p.add_argument("--notes", help="markdown file appended to the section")
+    p.add_argument("--cached", action="store_true", help="table of the arms' cached results only")
     a = p.parse_args(argv)
     out = Path(a.out)
 
     def log(msg: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
-    results = [
-        run_arm(arm, int(s), out, a.threads, a.classifier, a.base_only, log)
-        for arm in a.arms.split(",")
-        for s in a.seeds.split(",")
-    ]
+    if a.cached:  # whatever seeds each arm has, nothing run
+        found = [json.loads(f.read_text()) for f in sorted((out / "results").glob("*.json"))]
+        results = [r for arm in a.arms.split(",") for r in found if r["arm"] == arm]
+        if not results:
+            raise SystemExit(f"--cached: no results of {a.arms} in {out / 'results'}")
+    else:
+        results = [
+            run_arm(arm, int(s), out, a.threads, a.classifier, a.base_only, log)
+            for arm in a.arms.split(",")
+            for s in a.seeds.split(",")
+        ]
     command = "python -m benchmarks.recipes " + " ".join(sys.argv[1:] if argv is None else argv)
     body = "\n".join([
         "## Recipes: the seed recipe beside the default (MNIST-5k)",

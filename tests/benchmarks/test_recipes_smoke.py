@@ -54,3 +54,20 @@ def test_recipe_table_reports_mean_and_spread():
     del base["metrics"]["2rf"]
     table = recipes.render_table([base])  # a 1-RF alone: one row, no pipeline wall time
     assert table.count("\n") == 2 and table.endswith("| 0.9 | — |")
+
+
+def test_cached_renders_each_arm_with_the_seeds_it_has_and_runs_nothing(tmp_path):
+    import json
+
+    m = {f"{n}/euler_{k}": 1.0 for n in ("fd", "precision", "recall") for k in recipes.NFES}
+    m["class_acc/euler_1"] = 0.9
+    (tmp_path / "results").mkdir()
+    for arm, seed in [("seed", 1), ("default", 0), ("default", 1), ("other", 0)]:
+        r = {"arm": arm, "seed": seed, "wall_s": 1.0, "metrics": {"1rf": m, "2rf": m}}
+        (tmp_path / "results" / f"{arm}-s{seed}.json").write_text(json.dumps(r))
+    argv = ["--arms", "seed,default", "--cached", "--classifier", "unused", "--out", str(tmp_path)]
+    results = recipes.main(argv)
+    assert [(r["arm"], r["seed"]) for r in results] == [("seed", 1), ("default", 0), ("default", 1)]
+    assert not (tmp_path / "seed-s0").exists()  # the missing seed was not run
+    with pytest.raises(SystemExit, match=r"--cached: no results of patch2 in .*results"):
+        recipes.main(["--arms", "patch2", "--cached", "--classifier", "x", "--out", str(tmp_path)])
