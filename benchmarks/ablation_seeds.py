@@ -23,10 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BENCHMARKS_MD, machine_line, publish
+from benchmarks.common import BENCHMARKS_MD, NFES, machine_line, mean_spread, publish
 
 SECTION = "ablation"
-NFES = (1, 2, 4, 8)
 
 
 def load(folder: Path) -> dict[str, dict[str, Any]]:
@@ -55,11 +54,6 @@ def verdict(base: list[float], variant: list[float]) -> str:
     return "within spread"
 
 
-def _cell(values: list[float]) -> str:
-    mean = sum(values) / len(values)
-    return f"{mean:.3g} ± {_half_range(values):.2g}" if len(values) > 1 else f"{mean:.3g}"
-
-
 def render_table(runs: list[dict[str, dict[str, Any]]], metric: str = "fd") -> str:
     """Rows: every variant present in all runs; cells mean ± half-range over the runs."""
     names = [n for n in runs[0] if n != "1rf" and all(n in r for r in runs)]
@@ -72,9 +66,9 @@ def render_table(runs: list[dict[str, dict[str, Any]]], metric: str = "fd") -> s
             return [r[name]["metrics"][key] for r in runs]
 
         lever = runs[0][name]["lever"]
-        cells = [name, lever] + [_cell(values(f"{metric}/euler_{k}")) for k in NFES]
-        cells += [_cell(values(k)) for k in ("precision/euler_1", "recall/euler_1")]
-        cells += [_cell(values("straightness"))]
+        cells = [name, lever] + [mean_spread(values(f"{metric}/euler_{k}")) for k in NFES]
+        cells += [mean_spread(values(k)) for k in ("precision/euler_1", "recall/euler_1")]
+        cells += [mean_spread(values("straightness"))]
         if name == "baseline":
             cells += ["—", "—"]
         else:

@@ -159,3 +159,15 @@ def publish(
     if write:
         write_section(name, body, Path(path))
     return body
+
+
+# The NFE columns of the MNIST recipe and ablation tables.
+NFES = (1, 2, 4, 8)
+
+
+def mean_spread(values: list[float]) -> str:
+    """``"mean ± half-range"`` of replicate values (the mean alone for one value)."""
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.3g}"
+    return f"{mean:.3g} ± {(max(values) - min(values)) / 2:.2g}"

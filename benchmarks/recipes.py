@@ -26,10 +26,9 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import BENCHMARKS_MD, ROOT, machine_line, publish
+from benchmarks.common import BENCHMARKS_MD, NFES, ROOT, machine_line, mean_spread, publish
 
 SECTION = "recipes"
-NFES = (1, 2, 4, 8)
 # arm -> (config file, overrides as dotted keys)
 ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "seed": ("configs/seed_recipe.yaml", {}),
@@ -160,13 +159,6 @@ def run_arm(
     return result
 
 
-def _mean_spread(values: list[float]) -> str:
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.3g}"
-    return f"{mean:.3g} ± {(max(values) - min(values)) / 2:.2g}"
-
-
 def render_table(results: list[dict]) -> str:
     """One row per (arm, model): mean ± half-range over seeds of FD, precision, recall at NFE."""
     head = ["arm", "model", "seeds"] + [f"FD@{k}" for k in NFES]
@@ -181,14 +173,14 @@ def render_table(results: list[dict]) -> str:
                 continue
 
             def cell(key: str, ms=ms) -> str:
-                return _mean_spread([m[key] for m in ms])
+                return mean_spread([m[key] for m in ms])
 
             cells = [arm, model, ",".join(str(r["seed"]) for r in rs)]
             cells += [cell(f"fd/euler_{k}") for k in NFES]
             cells += [cell(f"precision/euler_{k}") for k in (1, 8)]
             cells += [cell(f"recall/euler_{k}") for k in (1, 8)]
             walls = [r["wall_s"] for r in rs if not r.get("base_only")]
-            cells += [cell("class_acc/euler_1"), _mean_spread(walls) if walls else "—"]
+            cells += [cell("class_acc/euler_1"), mean_spread(walls) if walls else "—"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
