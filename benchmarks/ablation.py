@@ -7,10 +7,10 @@ and classifier), so every row is comparable with the others and with the pipelin
     python -m flows.cli run configs/mnist5k.yaml --runs-dir runs/ablation
     python -m benchmarks.ablation --config configs/mnist5k.yaml --runs-dir runs/ablation --write
 
-Levers (each toggled from the config's reflow settings): time sampler, loss, init from 1-RF,
-EMA, twice the pairs, pairs from the seed recipe's solver (dopri5 1e-5: the pair-quality
-check), and a second training seed of the baseline (run-to-run noise). Results are cached per
-variant under ``<runs>/ablation/``, so an interrupted run resumes.
+Levers (each toggled from the config's reflow settings): time sampler, loss, lr schedule,
+init from 1-RF, EMA, twice the pairs, pairs from the seed recipe's solver (dopri5 1e-5: the
+pair-quality check), and a second training seed of the baseline (run-to-run noise). Results are
+cached per variant under ``<runs>/ablation/``, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def variants(base: TrainConfig, n_pairs: int, init: bool) -> list[Variant]:
     """The rows, in run order (most wanted first); each toggles one setting of ``base``."""
     t = "uniform" if base.t_sampler != "uniform" else "u_shaped"
     loss = "pseudo_huber" if base.loss == "mse" else "mse"
+    sched = "cosine" if base.lr_schedule == "constant" else "constant"
     # without EMA, a short memory (0.99: the last ~100 steps) and a long one (0.999)
     emas = [0.0] if base.ema_decay > 0 else [0.99, 0.999]
     init_lever = "init 1-RF → scratch" if init else "init scratch → 1-RF"
@@ -74,6 +75,7 @@ def variants(base: TrainConfig, n_pairs: int, init: bool) -> list[Variant]:
         Variant("seed1", f"training seed {base.seed} → {base.seed + 1}", {"seed": base.seed + 1}),
         Variant(f"t-{t}", f"t sampler {base.t_sampler} → {t}", {"t_sampler": t}),
         Variant(f"loss-{loss}", f"loss {base.loss} → {loss}", {"loss": loss}),
+        Variant(f"lr-{sched}", f"lr {base.lr_schedule} → {sched}", {"lr_schedule": sched}),
         *(Variant(f"ema-{e:g}", f"EMA {base.ema_decay:g} → {e:g}", {"ema_decay": e}) for e in emas),
         Variant("init-toggled", init_lever, toggle_init=True),
         Variant("pairs-x2", f"pairs {n_pairs} → {2 * n_pairs}", pairs="double"),

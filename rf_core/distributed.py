@@ -61,9 +61,22 @@ def init(address: str, world: World, device: str | torch.device) -> None:
     )  # fmt: skip
 
 
-def close() -> None:
-    """Leave the process group (so a later stage in this process can start another)."""
-    if dist.is_initialized():
+def close(sync: bool = False) -> None:
+    """Leave the process group (so a later stage in this process can start another).
+
+    Args:
+        sync: wait at a barrier for every process first (the success path; every rank must
+            pass the same value). Without it, a rank that leaves while another is still busy
+            (rank 0 writing its last state) closes its sockets under the other's gloo threads,
+            which then abort the other process on "Connection reset by peer". After a failure
+            (a dead rank) the barrier could only hang, so leave unsynchronised then.
+    """
+    if not dist.is_initialized():
+        return
+    try:
+        if sync and dist.get_world_size() > 1:
+            dist.barrier()
+    finally:
         dist.destroy_process_group()
 
 

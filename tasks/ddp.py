@@ -80,8 +80,10 @@ def group(devices: tuple[str, ...]) -> Iterator[World]:
         yield world
         ok = True
     finally:
-        distributed.close()
-        _finish(followers, ok)
+        try:
+            distributed.close(sync=ok)
+        finally:
+            _finish(followers, ok)
 
 
 def _finish(followers: list[subprocess.Popen], ok: bool) -> None:
@@ -104,12 +106,14 @@ def _finish(followers: list[subprocess.Popen], ok: bool) -> None:
 def follow(address: str, world: World, device: str) -> None:
     """A follower's whole life: join the group, take rank 0's work (or None), train, leave."""
     distributed.init(address, world, device)
+    done = False
     try:
         work = distributed.broadcast(None, world)
         if work is not None:
             run_work(work, world, device=device)
+        done = True
     finally:
-        distributed.close()
+        distributed.close(sync=done)
 
 
 def release_followers(device: str) -> None:
@@ -120,10 +124,12 @@ def release_followers(device: str) -> None:
     if world is None or world.rank != 0 or _SERVED.is_set():
         return
     distributed.init("env://", world, device)
+    sent = False
     try:
         distributed.broadcast(None, world)
+        sent = True
     finally:
-        distributed.close()
+        distributed.close(sync=sent)
 
 
 _SERVED = threading.Event()  # rank 0 has sent its followers their work (under torchrun)

@@ -58,7 +58,7 @@ def run(tmp_path: Path) -> tuple[Path, Path]:
     return cfg_path, tmp_path
 
 
-@pytest.mark.slow  # nine tiny trainings and scorings: ~20 s idle, minutes on a loaded machine
+@pytest.mark.slow  # ten tiny trainings and scorings: ~20 s idle, minutes on a loaded machine
 def test_ablation_runs_every_lever_and_writes_its_section(run):
     cfg_path, tmp = run
     md = tmp / "BENCH.md"
@@ -67,15 +67,17 @@ def test_ablation_runs_every_lever_and_writes_its_section(run):
     argv = ["--config", str(cfg_path), "--out", str(out), "--write", "--bench-md", str(md)]
     results = main(argv)
     names = [r["variant"] for r in results]
-    assert names[:3] == ["baseline", "seed-pairs", "seed1"] and len(names) == 8
+    assert names[:3] == ["baseline", "seed-pairs", "seed1"] and len(names) == 9
     by = {r["variant"]: r for r in results}
     base = by["baseline"]
     assert base["origin"] == "trained here" and base["init_from_1rf"] is True
     # each lever row differs from the baseline in exactly the one setting it names
     for name, key, value in [("t-uniform", "t_sampler", "uniform"), ("seed1", "seed", 1),
                              ("loss-pseudo_huber", "loss", "pseudo_huber"),
-                             ("ema-0", "ema_decay", 0.0)]:  # fmt: skip
-        diff = {k for k in base["train"] if by[name]["train"][k] != base["train"][k]}
+                             ("ema-0", "ema_decay", 0.0),
+                             ("lr-cosine", "lr_schedule", "cosine")]:  # fmt: skip
+        row = by[name]["train"]  # settings added later are dumped only off their defaults
+        diff = {k for k in {*base["train"], *row} if row.get(k) != base["train"].get(k)}
         assert diff == {key} and by[name]["train"][key] == value
     assert by["init-toggled"]["init_from_1rf"] is False
     assert by["init-toggled"]["train"] == base["train"]
@@ -150,5 +152,6 @@ def test_without_ema_both_a_short_and_a_long_memory_are_rows():
     assert rows["ema-0.99"].train == {"ema_decay": 0.99}
     assert rows["ema-0.999"].train == {"ema_decay": 0.999}
     assert "ema-0" not in rows
+    assert rows["lr-cosine"].train == {"lr_schedule": "cosine"}  # toggled from constant
     with_ema = [v.name for v in variants(TrainConfig(steps=8, batch_size=4), 64, True)]
     assert [n for n in with_ema if n.startswith("ema")] == ["ema-0"]
