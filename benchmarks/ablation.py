@@ -8,7 +8,7 @@ and classifier), so every row is comparable with the others and with the pipelin
     python -m benchmarks.ablation --config configs/mnist5k.yaml --runs-dir runs/ablation --write
 
 Levers (each toggled from the config's reflow settings): time sampler, loss, lr schedule,
-init from 1-RF, EMA, twice the pairs, pairs from the seed recipe's solver (dopri5 1e-5: the
+init from 1-RF, EMA, twice and half the pairs, pairs from the seed recipe's solver (dopri5 1e-5: the
 pair-quality check), and a second training seed of the baseline (run-to-run noise). Results are
 cached per variant under ``<runs>/ablation/``, so an interrupted run resumes.
 """
@@ -50,7 +50,8 @@ class Variant:
         name: short id (file names, ``--variants``).
         lever: what changed, for the table.
         train: TrainConfig fields that differ from the baseline's.
-        pairs: "default", "double" (2n pairs, same solver and seed) or "seed" (seed recipe).
+        pairs: "default", "double" / "half" (2n / n/2 pairs, same solver and seed) or "seed"
+            (the seed recipe's solver).
         toggle_init: flip ``reflow.init_from_previous`` (1-RF init <-> from scratch).
     """
 
@@ -79,6 +80,7 @@ def variants(base: TrainConfig, n_pairs: int, init: bool) -> list[Variant]:
         *(Variant(f"ema-{e:g}", f"EMA {base.ema_decay:g} → {e:g}", {"ema_decay": e}) for e in emas),
         Variant("init-toggled", init_lever, toggle_init=True),
         Variant("pairs-x2", f"pairs {n_pairs} → {2 * n_pairs}", pairs="double"),
+        Variant("pairs-half", f"pairs {n_pairs} → {n_pairs // 2}", pairs="half"),
     ]
 
 
@@ -91,8 +93,8 @@ def store_for(v: Variant, inputs: RunInputs, out: Path, log) -> tuple[str, float
     if v.pairs == "seed":
         return ensure_store(str(out / "stores" / "seed-recipe.zarr"), like, like.n,
                             SEED_RECIPE_SOLVER, model, log)  # fmt: skip
-    return ensure_store(str(out / "stores" / f"pairs-{2 * like.n}.zarr"), like, 2 * like.n,
-                        like.solver, model, log)  # fmt: skip
+    n = 2 * like.n if v.pairs == "double" else like.n // 2  # "half": like's first chunks
+    return ensure_store(str(out / "stores" / f"pairs-{n}.zarr"), like, n, like.solver, model, log)
 
 
 def run_variant(

@@ -58,7 +58,7 @@ def run(tmp_path: Path) -> tuple[Path, Path]:
     return cfg_path, tmp_path
 
 
-@pytest.mark.slow  # ten tiny trainings and scorings: ~20 s idle, minutes on a loaded machine
+@pytest.mark.slow  # eleven tiny trainings and scorings: ~20 s idle, minutes on a loaded machine
 def test_ablation_runs_every_lever_and_writes_its_section(run):
     cfg_path, tmp = run
     md = tmp / "BENCH.md"
@@ -67,7 +67,7 @@ def test_ablation_runs_every_lever_and_writes_its_section(run):
     argv = ["--config", str(cfg_path), "--out", str(out), "--write", "--bench-md", str(md)]
     results = main(argv)
     names = [r["variant"] for r in results]
-    assert names[:3] == ["baseline", "seed-pairs", "seed1"] and len(names) == 9
+    assert names[:3] == ["baseline", "seed-pairs", "seed1"] and len(names) == 10
     by = {r["variant"]: r for r in results}
     base = by["baseline"]
     assert base["origin"] == "trained here" and base["init_from_1rf"] is True
@@ -94,6 +94,10 @@ def test_ablation_runs_every_lever_and_writes_its_section(run):
     pairs = zip(double.read_chunk(1), default.read_chunk(1), strict=True)
     assert all(np.array_equal(a, b) for a, b in pairs)
     assert by["pairs-x2"]["nfe_per_pair"] == nfe_per_pair(default) == 2
+    half = PairStore.open(by["pairs-half"]["store"])  # the default's first chunk, copied
+    assert half.n == by["pairs-half"]["store_n"] == 32 and half.is_finalized
+    first = zip(half.read_chunk(0), default.read_chunk(0), strict=True)
+    assert all(np.array_equal(a, b) for a, b in first)
     for r in results:
         assert set(r["metrics"]) >= {"swd/euler_1", "swd/euler_2", "straightness"}
     text = md.read_text()
