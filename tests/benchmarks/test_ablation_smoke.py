@@ -146,6 +146,20 @@ def test_a_variant_runs_in_one_process_only(tmp_path):
     assert claim(lock) and lock.read_text() == str(os.getpid())
 
 
+def test_a_call_whose_every_row_is_another_process_s_writes_nothing(run):
+    cfg_path, tmp = run
+    out, md = tmp / "abl", tmp / "BENCH.md"
+    md.write_text("# b\n")
+    lock = out / "results" / "t-uniform.running"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(str(os.getppid()))  # a live other process is running that row
+    argv = ["--config", str(cfg_path), "--out", str(out), "--variants", "t-uniform", "--write"]
+    argv += ["--bench-md", str(md)]
+    assert main(argv) == []
+    assert md.read_text() == "# b\n" and lock.is_file()  # no table, the other's lock kept
+    assert not (out / "results" / "t-uniform.json").exists()
+
+
 def test_without_ema_both_a_short_and_a_long_memory_are_rows():
     from benchmarks.ablation import variants
     from rf_core.config import TrainConfig
