@@ -35,8 +35,11 @@ from tests.storage.storekit import REPO, fill_with_index, run_py, source_for, st
 
 BUCKET = "rf-pairs"
 # 8 chunks of 16 pairs; rk4 with 120 steps makes each chunk real work, so a kill lands mid-run.
-RECIPE = ["--n", "128", "--chunk", "16", "--seed", "7", "--method", "rk4", "--steps", "120"]
-N_CHUNKS = 8
+# 16 chunks: after the first done marker is seen there must be work left to kill, even when a
+# loaded machine makes each S3 listing of the markers slower than a chunk (8 were too few).
+N_CHUNKS, CHUNK = 16, 16
+RECIPE = ["--n", str(N_CHUNKS * CHUNK), "--chunk", str(CHUNK), "--seed", "7", "--method", "rk4"]
+RECIPE += ["--steps", "120"]
 
 
 def _reset_fsspec() -> None:
@@ -116,7 +119,7 @@ def test_kill_9_on_s3_then_resume_equals_an_uninterrupted_local_store(s3, tmp_pa
     local, (model, meta) = str(tmp_path / "local.zarr"), load_checkpoint(ckpt)
     solver = {"method": "rk4", "steps": 120, "rtol": None, "atol": None, "batch_size": None}
     ref = PairStore.create(
-        local, n=128, chunk=16, sample_shape=tuple(model.config.data_shape), seed=7,
+        local, n=N_CHUNKS * CHUNK, chunk=CHUNK, sample_shape=tuple(model.config.data_shape), seed=7,
         source=source_from_checkpoint(str(ckpt), meta.get("extra") or {}), solver=solver,
         dataset="unknown", num_classes=model.config.num_classes,
     )  # fmt: skip
